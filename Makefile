@@ -1,0 +1,39 @@
+# Konstruct — `make help` lists the targets.
+GO      ?= go
+BIN     ?= bin/konstruct
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+GOFLAGS_TEST ?= -count=1 -timeout 20m
+
+.DEFAULT_GOAL := help
+.PHONY: help build test test-race test-short lint bench demo services clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/konstruct
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/konstruct
+
+services: ## make PostgreSQL and Redis available on loopback (starts or installs them)
+	@scripts/services
+
+test: services ## run every test with the race detector against real Postgres, Redis and slacksim
+	$(GO) test -race $(GOFLAGS_TEST) ./...
+
+test-race: test ## same as test (the race detector is always on)
+
+test-short: services ## run the tests without the race detector (faster)
+	$(GO) test $(GOFLAGS_TEST) ./...
+
+lint: ## gofmt, go vet, and golangci-lint when installed
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+	@if command -v golangci-lint >/dev/null 2>&1; then golangci-lint run ./...; else echo "golangci-lint not installed: skipped (see .golangci.yaml)"; fi
+
+bench: services build ## run the benchmark (ack path, router, pipeline, sockets) and print its table
+	$(GO) run ./cmd/konstruct bench
+
+demo: build ## start the demo: in-process Slack emulator + daemon + a terminal chat
+	$(BIN) demo
+
+clean: ## remove build output and private services data
+	rm -rf bin .services

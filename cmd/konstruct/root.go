@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/konstruct/konstruct"
+	"github.com/konstruct/konstruct/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// app is what every subcommand shares: the process environment as run()
+// received it, and the lazily loaded configuration.
+type app struct {
+	getenv     func(string) string
+	stdin      io.Reader
+	stdout     io.Writer
+	stderr     io.Writer
+	configPath string
+	root       *cobra.Command
+	logger     *slog.Logger
+}
+
+// run is the whole program: main only maps its error to an exit code.
+// Tests call it with their own arguments, environment and streams.
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	a := &app{getenv: getenv, stdin: stdin, stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "konstruct",
+		Short:         "Konstruct: a self-hosted AI employee for Slack",
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.PersistentFlags().StringVar(&a.configPath, "config", "", "config file (default: $KONSTRUCT_CONFIG, ./konstruct.yaml, /etc/konstruct/konstruct.yaml)")
+	root.PersistentFlags().String("log-format", "", "log format: auto, json or text (log.format)")
+	root.PersistentFlags().String("log-level", "", "log level: debug, info, warn or error (log.level)")
+	a.root = root
+
+	for _, add := range commands {
+		root.AddCommand(add(a))
+	}
+	return root.ExecuteContext(ctx)
+}
+
+// commands lists the constructors of the top-level subcommands; each file
+// that defines commands adds its own in an init function.
+var commands []func(*app) *cobra.Command
+
+// config loads the configuration and validates the parts a command needs.
+func (a *app) config(cmd *cobra.Command, parts ...config.Part) (*config.Config, error) {
+	cfg, err := config.Load(config.Options{Path: a.configPath, Getenv: a.getenv, Flags: cmd.Flags()})
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(parts...); err != nil {
+		return nil, err
+	}
+	a.logger = newLogger(a.stderr, cfg.Log.Format, cfg.Log.Level)
+	return cfg, nil
+}
+
+// errorLine renders an error as the one line the CLI prints on stderr:
+// joined errors are separated by "; " and tokens are redacted.
+func errorLine(err error) string {
+	var e *konstruct.Error
+	msg := err.Error()
+	if errors.As(err, &e) && e.Err == nil {
+		msg = e.Message
+	} else if errors.As(err, &e) {
+		msg = e.Message + ": " + e.Err.Error()
+	}
+	msg = strings.ReplaceAll(strings.TrimSpace(msg), "\n", "; ")
+	return konstruct.Redact(msg)
+}
+
+// exactArgs is cobra.ExactArgs with a message that says what is expected.
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return fmt.Errorf("%s expects %s (see %s --help)", cmd.CommandPath(), what, cmd.CommandPath())
+		}
+		return nil
+	}
+}

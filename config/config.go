@@ -1,0 +1,409 @@
+// Package config turns a config file, KONSTRUCT_* environment variables and
+// command-line flags into one typed, validated Config. It is the only
+// package that imports viper; every other package receives its own small
+// Config struct built from this one.
+//
+// Precedence, highest first: flags, environment, file, defaults. The
+// environment works for every key, also keys absent from the file:
+// KONSTRUCT_ + the key upper-cased with "." → "_" (llm.timeouts.first_token
+// → KONSTRUCT_LLM_TIMEOUTS_FIRST_TOKEN).
+package config
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// Provider is one OpenAI-compatible endpoint in llm.providers.
+type Provider struct {
+	Name    string   `mapstructure:"name"`
+	BaseURL string   `mapstructure:"base_url"`
+	APIKey  string   `mapstructure:"api_key"`
+	Models  []string `mapstructure:"models"`
+}
+
+// Config is the whole configuration of a konstruct process.
+type Config struct {
+	Database struct {
+		URL        string `mapstructure:"url"`
+		MigrateURL string `mapstructure:"migrate_url"`
+	} `mapstructure:"database"`
+	Redis struct {
+		URL string `mapstructure:"url"`
+		// Prefix is prepended to every Redis key and asynq queue name; it lets
+		// several installs (or test runs) share one Redis.
+		Prefix string `mapstructure:"prefix"`
+	} `mapstructure:"redis"`
+	Slack struct {
+		APIURL                  string `mapstructure:"api_url"`
+		ConnectionsPerWorkspace int    `mapstructure:"connections_per_workspace"`
+	} `mapstructure:"slack"`
+	LLM struct {
+		BaseURL   string     `mapstructure:"base_url"`
+		APIKey    string     `mapstructure:"api_key"`
+		Model     string     `mapstructure:"model"`
+		Providers []Provider `mapstructure:"providers"`
+		Timeouts  struct {
+			FirstToken time.Duration `mapstructure:"first_token"`
+			Idle       time.Duration `mapstructure:"idle"`
+			Total      time.Duration `mapstructure:"total"`
+		} `mapstructure:"timeouts"`
+	} `mapstructure:"llm"`
+	SecretKey string `mapstructure:"secret_key"`
+	// SecretKeyPrevious holds retired keys (comma-separated in the
+	// environment) still accepted for decryption during a key rotation.
+	SecretKeyPrevious []string `mapstructure:"secret_key_previous"`
+	HTTP              struct {
+		Addr string `mapstructure:"addr"`
+	} `mapstructure:"http"`
+	RateLimit struct {
+		PerMinute int `mapstructure:"per_minute"`
+	} `mapstructure:"ratelimit"`
+	Threads struct {
+		EngagedTTL time.Duration `mapstructure:"engaged_ttl"`
+	} `mapstructure:"threads"`
+	Worker struct {
+		Concurrency int `mapstructure:"concurrency"`
+		// Streaming is "update" (coalesced chat.update edits of the
+		// placeholder) or "native" (chat.startStream/appendStream/stopStream).
+		Streaming string `mapstructure:"streaming"`
+		// HistoryTokens bounds the thread context sent to the model.
+		HistoryTokens int `mapstructure:"history_tokens"`
+		// MaxAnswerTokens bounds the model's answer (0 = the server's default).
+		MaxAnswerTokens int `mapstructure:"max_answer_tokens"`
+	} `mapstructure:"worker"`
+	Log struct {
+		Format string `mapstructure:"format"` // auto | json | text
+		Level  string `mapstructure:"level"`  // debug | info | warn | error
+	} `mapstructure:"log"`
+
+	// File is the config file that was read, "" if none.
+	File string `mapstructure:"-"`
+}
+
+// defaults lists every key with its default; it is also the list of keys
+// the environment can set.
+var defaults = map[string]any{
+	"database.url":                    "",
+	"database.migrate_url":            "",
+	"redis.url":                       "redis://127.0.0.1:6379/0",
+	"redis.prefix":                    "",
+	"slack.api_url":                   "https://slack.com/api/",
+	"slack.connections_per_workspace": 2,
+	"llm.base_url":                    "http://127.0.0.1:11434/v1/",
+	"llm.api_key":                     "",
+	"llm.model":                       "",
+	"llm.timeouts.first_token":        "60s",
+	"llm.timeouts.idle":               "30s",
+	"llm.timeouts.total":              "5m",
+	"secret_key":                      "",
+	"secret_key_previous":             []string{},
+	"http.addr":                       "127.0.0.1:9464",
+	"ratelimit.per_minute":            30,
+	"threads.engaged_ttl":             "30m",
+	"worker.concurrency":              20,
+	"worker.streaming":                "update",
+	"worker.history_tokens":           6000,
+	"worker.max_answer_tokens":        0,
+	"log.format":                      "auto",
+	"log.level":                       "info",
+}
+
+// Keys returns every configuration key (llm.providers is file-only).
+func Keys() []string {
+	keys := make([]string, 0, len(defaults))
+	for k := range defaults {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// EnvName returns the environment variable for a key.
+func EnvName(key string) string {
+	return "KONSTRUCT_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// DefaultPaths are searched, in order, when no --config or KONSTRUCT_CONFIG is given.
+var DefaultPaths = []string{"./konstruct.yaml", "/etc/konstruct/konstruct.yaml"}
+
+// Options says where Load looks.
+type Options struct {
+	// Path is --config; "" falls back to KONSTRUCT_CONFIG, then DefaultPaths.
+	Path string
+	// Getenv reads the environment (os.Getenv when nil).
+	Getenv func(string) string
+	// Flags, if set, may override keys: a changed flag named like the key
+	// with "." and "_" turned into "-" (http.addr → --http-addr) wins over
+	// everything else.
+	Flags *pflag.FlagSet
+}
+
+// Load reads the configuration. It does not validate: call Validate with
+// the parts the command needs.
+func Load(opts Options) (*Config, error) {
+	getenv := opts.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	v := viper.New()
+	for k, d := range defaults {
+		v.SetDefault(k, d)
+	}
+
+	path := opts.Path
+	if path == "" {
+		path = getenv("KONSTRUCT_CONFIG")
+	}
+	explicit := path != ""
+	if !explicit {
+		for _, p := range DefaultPaths {
+			if _, err := os.Stat(p); err == nil {
+				path = p
+				break
+			}
+		}
+	}
+	if path != "" {
+		v.SetConfigFile(path)
+		if !strings.HasSuffix(path, ".yaml") && !strings.HasSuffix(path, ".yml") && !strings.HasSuffix(path, ".json") && !strings.HasSuffix(path, ".toml") {
+			v.SetConfigType("yaml")
+		}
+		if err := v.ReadInConfig(); err != nil {
+			var notFound viper.ConfigFileNotFoundError
+			if errors.As(err, &notFound) || errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("config file %s: not found", path)
+			}
+			return nil, fmt.Errorf("config file %s: %w", path, err)
+		}
+	}
+
+	// Environment, then flags, as explicit overrides: viper's own
+	// AutomaticEnv reads the process environment only, and run() is called
+	// by tests with an environment of its own.
+	for k := range defaults {
+		if opts.Flags != nil {
+			if f := opts.Flags.Lookup(flagName(k)); f != nil && f.Changed {
+				v.Set(k, f.Value.String())
+				continue
+			}
+		}
+		if val, ok := lookup(getenv, EnvName(k)); ok {
+			if k == "secret_key_previous" {
+				v.Set(k, splitList(val))
+			} else {
+				v.Set(k, val)
+			}
+		}
+	}
+
+	var cfg Config
+	if err := v.Unmarshal(&cfg); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg.File = path
+	if cfg.Database.MigrateURL == "" {
+		cfg.Database.MigrateURL = cfg.Database.URL
+	}
+	if !strings.HasSuffix(cfg.Slack.APIURL, "/") && cfg.Slack.APIURL != "" {
+		cfg.Slack.APIURL += "/"
+	}
+	return &cfg, nil
+}
+
+func lookup(getenv func(string) string, name string) (string, bool) {
+	val := getenv(name)
+	return val, val != ""
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func flagName(key string) string {
+	return strings.NewReplacer(".", "-", "_", "-").Replace(key)
+}
+
+// Part names a group of keys a command needs.
+type Part int
+
+const (
+	NeedDatabase Part = iota // database.url
+	NeedSecret               // secret_key
+	NeedRedis                // redis.url
+	NeedSlack                // slack.api_url
+	NeedLLM                  // llm.model and a provider
+	NeedWorker               // worker.*, ratelimit, threads
+	NeedHTTP                 // http.addr
+)
+
+// KeyError names the key that is wrong and what is expected.
+type KeyError struct {
+	Key    string
+	Reason string
+}
+
+func (e *KeyError) Error() string {
+	msg := fmt.Sprintf("config: %s %s", e.Key, e.Reason)
+	if e.Key != "llm.providers" {
+		msg += fmt.Sprintf(" (set %s in the config file or %s)", e.Key, EnvName(e.Key))
+	}
+	return msg
+}
+
+// Validate checks the keys that the given parts need and returns every
+// problem found, joined.
+func (c *Config) Validate(parts ...Part) error {
+	var errs []error
+	bad := func(key, reason string) { errs = append(errs, &KeyError{Key: key, Reason: reason}) }
+	for _, p := range parts {
+		switch p {
+		case NeedDatabase:
+			if c.Database.URL == "" {
+				bad("database.url", "is required: a postgres:// URL for the runtime role")
+			} else if err := checkURL(c.Database.URL, "postgres", "postgresql"); err != nil {
+				bad("database.url", err.Error())
+			}
+			if c.Database.MigrateURL != "" {
+				if err := checkURL(c.Database.MigrateURL, "postgres", "postgresql"); err != nil {
+					bad("database.migrate_url", err.Error())
+				}
+			}
+		case NeedSecret:
+			if c.SecretKey == "" {
+				bad("secret_key", "is required: base64 of 32 random bytes (e.g. `openssl rand -base64 32`)")
+			} else if err := checkKey(c.SecretKey); err != nil {
+				bad("secret_key", err.Error())
+			}
+			for _, k := range c.SecretKeyPrevious {
+				if err := checkKey(k); err != nil {
+					bad("secret_key_previous", err.Error())
+				}
+			}
+		case NeedRedis:
+			if err := checkURL(c.Redis.URL, "redis", "rediss", "unix"); err != nil {
+				bad("redis.url", err.Error())
+			}
+		case NeedSlack:
+			if err := checkURL(c.Slack.APIURL, "http", "https"); err != nil {
+				bad("slack.api_url", err.Error())
+			}
+			if n := c.Slack.ConnectionsPerWorkspace; n < 1 || n > 10 {
+				bad("slack.connections_per_workspace", fmt.Sprintf("must be between 1 and 10, got %d", n))
+			}
+		case NeedLLM:
+			if c.LLM.Model == "" {
+				bad("llm.model", "is required: the model used when an agent names none (e.g. llama3.1:8b)")
+			}
+			for i, p := range c.Providers() {
+				if err := checkURL(p.BaseURL, "http", "https"); err != nil {
+					key := "llm.base_url"
+					if len(c.LLM.Providers) > 0 {
+						key = fmt.Sprintf("llm.providers[%d].base_url", i)
+					}
+					bad(key, err.Error())
+				}
+			}
+			t := c.LLM.Timeouts
+			for key, d := range map[string]time.Duration{"llm.timeouts.first_token": t.FirstToken, "llm.timeouts.idle": t.Idle, "llm.timeouts.total": t.Total} {
+				if d <= 0 {
+					bad(key, "must be a positive duration such as 30s")
+				}
+			}
+		case NeedWorker:
+			if c.Worker.Concurrency < 1 {
+				bad("worker.concurrency", fmt.Sprintf("must be at least 1, got %d", c.Worker.Concurrency))
+			}
+			if c.Worker.Streaming != "update" && c.Worker.Streaming != "native" {
+				bad("worker.streaming", fmt.Sprintf("must be \"update\" or \"native\", got %q", c.Worker.Streaming))
+			}
+			if c.Worker.HistoryTokens < 0 {
+				bad("worker.history_tokens", "must not be negative")
+			}
+			if c.RateLimit.PerMinute < 1 {
+				bad("ratelimit.per_minute", fmt.Sprintf("must be at least 1, got %d", c.RateLimit.PerMinute))
+			}
+			if c.Threads.EngagedTTL <= 0 {
+				bad("threads.engaged_ttl", "must be a positive duration such as 30m")
+			}
+		case NeedHTTP:
+			if c.HTTP.Addr == "" {
+				bad("http.addr", "is required (host:port), e.g. 127.0.0.1:9464")
+			} else if !strings.Contains(c.HTTP.Addr, ":") {
+				bad("http.addr", fmt.Sprintf("must be host:port, got %q", c.HTTP.Addr))
+			}
+		}
+	}
+	switch c.Log.Format {
+	case "auto", "json", "text":
+	default:
+		bad("log.format", fmt.Sprintf("must be auto, json or text, got %q", c.Log.Format))
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", fmt.Sprintf("must be debug, info, warn or error, got %q", c.Log.Level))
+	}
+	return errors.Join(errs...)
+}
+
+// Providers returns llm.providers, or the single provider made of
+// llm.base_url and llm.api_key when the list is empty.
+func (c *Config) Providers() []Provider {
+	if len(c.LLM.Providers) > 0 {
+		out := make([]Provider, len(c.LLM.Providers))
+		for i, p := range c.LLM.Providers {
+			if p.Name == "" {
+				p.Name = fmt.Sprintf("provider%d", i+1)
+			}
+			out[i] = p
+		}
+		return out
+	}
+	return []Provider{{Name: "default", BaseURL: c.LLM.BaseURL, APIKey: c.LLM.APIKey}}
+}
+
+func checkURL(raw string, schemes ...string) error {
+	if raw == "" {
+		return errors.New("is required")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return errors.New("is not a valid URL")
+	}
+	for _, s := range schemes {
+		if u.Scheme == s {
+			if u.Host == "" && s != "unix" {
+				return fmt.Errorf("must name a host, got %q", redactURL(u))
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("must be a %s:// URL, got %q", schemes[0], redactURL(u))
+}
+
+func redactURL(u *url.URL) string { return u.Redacted() }
+
+func checkKey(k string) error {
+	b, err := base64.StdEncoding.DecodeString(k)
+	if err != nil {
+		return errors.New("must be base64 of 32 bytes (not valid base64)")
+	}
+	if len(b) != 32 {
+		return fmt.Errorf("must be base64 of 32 bytes, got %d bytes", len(b))
+	}
+	return nil
+}
