@@ -129,3 +129,16 @@ type Reply struct {
 	Error            string        `json:"error,omitempty"`
 	CreatedAt        time.Time     `json:"created_at"`
 }
+
+// TaskReplyGenerate is the asynq task type that asks a worker to answer a
+// message in its thread.
+const TaskReplyGenerate = "reply:generate"
+
+// ReplyJob is the payload of a reply:generate task: the message to answer
+// and the placeholder the router already posted in the thread (empty when
+// the assistant status was used instead).
+type ReplyJob struct {
+	Message       Message   `json:"message"`
+	PlaceholderTS string    `json:"placeholder_ts,omitempty"`
+	EnqueuedAt    time.Time `json:"enqueued_at"`
+}

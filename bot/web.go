@@ -1,0 +1,344 @@
+package bot
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/slack-go/slack"
+
+	"github.com/konstruct/konstruct"
+)
+
+// WebConfig configures Web.
+type WebConfig struct {
+	// APIURL is the Web API base with its trailing slash (slack.api_url).
+	APIURL     string
+	HTTPClient *http.Client
+	// Source, when set, is asked for the active workspaces when a team is
+	// not known yet (a worker-only process has no connection manager to
+	// tell it). It is called at most once per SourceInterval.
+	Source         func(ctx context.Context) ([]konstruct.Workspace, error)
+	SourceInterval time.Duration
+	// OnCall observes every Web API call (metrics): the method, how long it
+	// took and its error (nil on success).
+	OnCall func(method string, d time.Duration, err error)
+}
+
+// Web performs Slack Web API calls on behalf of any known workspace, picking
+// the workspace's bot token by team id. It is safe for concurrent use.
+//
+// Writes are never retried here: a chat.postMessage whose response was lost
+// may have posted, and retrying would post twice. Callers get a
+// *konstruct.Error with ERATELIMIT and can read the wait with RetryAfter.
+type Web struct {
+	cfg WebConfig
+
+	mu       sync.RWMutex
+	clients  map[string]webClient // team id → client
+	lastLoad time.Time
+	loadMu   sync.Mutex
+
+	namesMu sync.Mutex
+	names   map[string]string // team/user → display name
+}
+
+// webClient remembers the token a client was made with, so Set can tell
+// whether a workspace's token changed.
+type webClient struct {
+	*slack.Client
+	token string
+}
+
+// NewWeb returns a Web with no workspaces; Set or Source provide them.
+func NewWeb(cfg WebConfig) *Web {
+	if cfg.SourceInterval == 0 {
+		cfg.SourceInterval = 2 * time.Second
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	return &Web{cfg: cfg, clients: map[string]webClient{}, names: map[string]string{}}
+}
+
+// Set replaces the known workspaces (only active ones are kept).
+func (w *Web) Set(ws []konstruct.Workspace) {
+	clients := make(map[string]webClient, len(ws))
+	w.mu.RLock()
+	old := w.clients
+	w.mu.RUnlock()
+	for _, x := range ws {
+		if x.Status != "" && x.Status != konstruct.WorkspaceActive {
+			continue
+		}
+		if c, ok := old[x.TeamID]; ok && c.token == x.BotToken {
+			clients[x.TeamID] = c
+			continue
+		}
+		clients[x.TeamID] = webClient{token: x.BotToken, Client: w.newClient(x.BotToken)}
+	}
+	w.mu.Lock()
+	w.clients = clients
+	w.mu.Unlock()
+}
+
+func (w *Web) newClient(botToken string) *slack.Client {
+	return slack.New(botToken, slack.OptionAPIURL(w.cfg.APIURL), slack.OptionHTTPClient(w.cfg.HTTPClient))
+}
+
+// Client returns the Web API client for a team (ENOTFOUND if unknown).
+func (w *Web) Client(ctx context.Context, teamID string) (*slack.Client, error) {
+	w.mu.RLock()
+	c, ok := w.clients[teamID]
+	w.mu.RUnlock()
+	if ok {
+		return c.Client, nil
+	}
+	if w.cfg.Source != nil {
+		w.loadMu.Lock()
+		if time.Since(w.lastLoad) >= w.cfg.SourceInterval {
+			w.lastLoad = time.Now()
+			ws, err := w.cfg.Source(ctx)
+			if err == nil {
+				w.Set(ws)
+			}
+		}
+		w.loadMu.Unlock()
+		w.mu.RLock()
+		c, ok = w.clients[teamID]
+		w.mu.RUnlock()
+		if ok {
+			return c.Client, nil
+		}
+	}
+	return nil, konstruct.Errorf(konstruct.ENOTFOUND, "workspace %s is not connected", teamID)
+}
+
+func (w *Web) observe(method string, start time.Time, err error) error {
+	if w.cfg.OnCall != nil {
+		w.cfg.OnCall(method, time.Since(start), err)
+	}
+	return slackError(method, err)
+}
+
+// RetryAfter returns how long Slack asked to wait when err is a rate limit.
+func RetryAfter(err error) (time.Duration, bool) {
+	var rl *slack.RateLimitedError
+	if errors.As(err, &rl) {
+		return rl.RetryAfter, true
+	}
+	return 0, false
+}
+
+// SlackErrorString returns Slack's error string ("msg_too_long",
+// "message_not_found", …) when err carries one.
+func SlackErrorString(err error) string {
+	var se slack.SlackErrorResponse
+	if errors.As(err, &se) {
+		return se.Err
+	}
+	return ""
+}
+
+// Msg is the content of a bot message: Text is the notification/fallback
+// text (plain or mrkdwn), Markdown, when set, is sent as a `markdown` block
+// that Slack renders as standard Markdown (at most 12,000 characters).
+type Msg struct {
+	Text     string
+	Markdown string
+}
+
+func (m Msg) options() []slack.MsgOption {
+	opts := []slack.MsgOption{slack.MsgOptionText(m.Text, false)}
+	if m.Markdown != "" {
+		opts = append(opts, slack.MsgOptionBlocks(slack.NewMarkdownBlock("", m.Markdown)))
+	} else {
+		// An update without blocks must clear the blocks of the previous
+		// version of the message.
+		opts = append(opts, slack.MsgOptionBlocks())
+	}
+	return opts
+}
+
+// PostMessage posts in a thread (threadTS "" = top level) and returns the ts.
+func (w *Web) PostMessage(ctx context.Context, teamID, channelID, threadTS string, m Msg) (string, error) {
+	c, err := w.Client(ctx, teamID)
+	if err != nil {
+		return "", err
+	}
+	opts := m.options()
+	if threadTS != "" {
+		opts = append(opts, slack.MsgOptionTS(threadTS))
+	}
+	start := time.Now()
+	_, ts, err := c.PostMessageContext(ctx, channelID, opts...)
+	return ts, w.observe("chat.postMessage", start, err)
+}
+
+// Update replaces the content of a bot message.
+func (w *Web) Update(ctx context.Context, teamID, channelID, ts string, m Msg) error {
+	c, err := w.Client(ctx, teamID)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	_, _, _, err = c.UpdateMessageContext(ctx, channelID, ts, m.options()...)
+	return w.observe("chat.update", start, err)
+}
+
+// Delete deletes a bot message.
+func (w *Web) Delete(ctx context.Context, teamID, channelID, ts string) error {
+	c, err := w.Client(ctx, teamID)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	_, _, err = c.DeleteMessageContext(ctx, channelID, ts)
+	return w.observe("chat.delete", start, err)
+}
+
+// PostEphemeral shows text to one user only, in a thread when threadTS is set.
+func (w *Web) PostEphemeral(ctx context.Context, teamID, channelID, userID, threadTS, text string) error {
+	c, err := w.Client(ctx, teamID)
+	if err != nil {
+		return err
+	}
+	opts := []slack.MsgOption{slack.MsgOptionText(text, false)}
+	if threadTS != "" {
+		opts = append(opts, slack.MsgOptionTS(threadTS))
+	}
+	start := time.Now()
+	_, err = c.PostEphemeralContext(ctx, channelID, userID, opts...)
+	return w.observe("chat.postEphemeral", start, err)
+}
+
+// SetStatus sets (or, with "", clears) the assistant status of a thread.
+func (w *Web) SetStatus(ctx context.Context, teamID, channelID, threadTS, status string, loading ...string) error {
+	c, err := w.Client(ctx, teamID)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	err = c.SetAssistantThreadsStatusContext(ctx, slack.AssistantThreadsSetStatusParameters{
+		ChannelID: channelID, ThreadTS: threadTS, Status: status, LoadingMessages: loading,
+	})
+	return w.observe("assistant.threads.setStatus", start, err)
+}
+
+// ThreadMessage is one message of a thread as conversations.replies gives it.
+type ThreadMessage struct {
+	TS       string
+	ThreadTS string
+	User     string
+	BotID    string
+	SubType  string
+	Text     string
+}
+
+// Replies returns every message of a thread, oldest first, following the
+// pagination cursor (at most maxPages pages of 200).
+func (w *Web) Replies(ctx context.Context, teamID, channelID, threadTS string) ([]ThreadMessage, error) {
+	c, err := w.Client(ctx, teamID)
+	if err != nil {
+		return nil, err
+	}
+	const maxPages = 20
+	var out []ThreadMessage
+	cursor := ""
+	for page := 0; page < maxPages; page++ {
+		start := time.Now()
+		msgs, more, next, err := c.GetConversationRepliesContext(ctx, &slack.GetConversationRepliesParameters{
+			ChannelID: channelID, Timestamp: threadTS, Cursor: cursor, Limit: 200,
+		})
+		if err := w.observe("conversations.replies", start, err); err != nil {
+			return out, err
+		}
+		for _, m := range msgs {
+			out = append(out, ThreadMessage{TS: m.Timestamp, ThreadTS: m.ThreadTimestamp, User: m.User, BotID: m.BotID, SubType: m.SubType, Text: m.Text})
+		}
+		if !more || next == "" {
+			break
+		}
+		cursor = next
+	}
+	return out, nil
+}
+
+// UserName returns a user's display name (cached; the id itself when
+// users.info fails, which is not worth failing a reply over).
+func (w *Web) UserName(ctx context.Context, teamID, userID string) string {
+	key := teamID + "/" + userID
+	w.namesMu.Lock()
+	name, ok := w.names[key]
+	w.namesMu.Unlock()
+	if ok {
+		return name
+	}
+	c, err := w.Client(ctx, teamID)
+	if err != nil {
+		return userID
+	}
+	start := time.Now()
+	u, err := c.GetUserInfoContext(ctx, userID)
+	if w.observe("users.info", start, err) != nil || u == nil {
+		return userID
+	}
+	name = u.Profile.DisplayName
+	if name == "" {
+		name = u.RealName
+	}
+	if name == "" {
+		name = u.Name
+	}
+	if name == "" {
+		name = userID
+	}
+	w.namesMu.Lock()
+	w.names[key] = name
+	w.namesMu.Unlock()
+	return name
+}
+
+// StartStream starts a natively streamed message in a thread. Outside DMs
+// Slack needs the recipient user and team.
+func (w *Web) StartStream(ctx context.Context, teamID, channelID, threadTS, recipientUser, markdown string) (string, error) {
+	c, err := w.Client(ctx, teamID)
+	if err != nil {
+		return "", err
+	}
+	opts := []slack.MsgOption{slack.MsgOptionTS(threadTS), slack.MsgOptionRecipientUserID(recipientUser), slack.MsgOptionRecipientTeamID(teamID)}
+	if markdown != "" {
+		opts = append(opts, slack.MsgOptionMarkdownText(markdown))
+	}
+	start := time.Now()
+	_, ts, err := c.StartStreamContext(ctx, channelID, opts...)
+	return ts, w.observe("chat.startStream", start, err)
+}
+
+// AppendStream appends Markdown (≤ 12,000 characters) to a streamed message.
+func (w *Web) AppendStream(ctx context.Context, teamID, channelID, ts, markdown string) error {
+	c, err := w.Client(ctx, teamID)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	_, _, err = c.AppendStreamContext(ctx, channelID, ts, slack.MsgOptionMarkdownText(markdown))
+	return w.observe("chat.appendStream", start, err)
+}
+
+// StopStream ends a streamed message, optionally appending final Markdown.
+func (w *Web) StopStream(ctx context.Context, teamID, channelID, ts, markdown string) error {
+	c, err := w.Client(ctx, teamID)
+	if err != nil {
+		return err
+	}
+	var opts []slack.MsgOption
+	if markdown != "" {
+		opts = append(opts, slack.MsgOptionMarkdownText(markdown))
+	}
+	start := time.Now()
+	_, _, err = c.StopStreamContext(ctx, channelID, ts, opts...)
+	return w.observe("chat.stopStream", start, err)
+}
