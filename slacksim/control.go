@@ -1,0 +1,124 @@
+package slacksim
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+)
+
+// postRequest is the body of POST /_sim/post.
+type postRequest struct {
+	Team     string `json:"team"`
+	Channel  string `json:"channel"`
+	User     string `json:"user"`
+	Text     string `json:"text"`
+	ThreadTS string `json:"thread_ts"`
+	Kind     string `json:"kind"` // mention (default) | message | dm
+}
+
+func (s *Server) handleControl(w http.ResponseWriter, r *http.Request) {
+	fail := func(status int, err error) {
+		writeJSON(w, status, map[string]any{"ok": false, "error": err.Error()})
+	}
+	switch r.URL.Path {
+	case "/_sim/workspaces":
+		writeJSON(w, http.StatusOK, s.Workspaces())
+	case "/_sim/thread":
+		q := r.URL.Query()
+		team, channel := s.defaults(q.Get("team"), q.Get("channel"))
+		writeJSON(w, http.StatusOK, s.Thread(team, channel, q.Get("ts")))
+	case "/_sim/post":
+		if r.Method != http.MethodPost {
+			fail(http.StatusMethodNotAllowed, fmt.Errorf("POST only"))
+			return
+		}
+		var req postRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+			fail(http.StatusBadRequest, fmt.Errorf("decode body: %w", err))
+			return
+		}
+		req.Team, req.Channel = s.defaults(req.Team, req.Channel)
+		if req.User == "" {
+			req.User = s.defaultUser(req.Team)
+		}
+		var (
+			ts  string
+			err error
+		)
+		switch req.Kind {
+		case "", "mention":
+			ts, err = s.Mention(req.Team, req.Channel, req.User, req.Text, req.ThreadTS)
+		case "message":
+			ts, err = s.Post(req.Team, req.Channel, req.User, req.Text, req.ThreadTS)
+		case "dm":
+			ts, err = s.DM(req.Team, req.User, req.Text, req.ThreadTS)
+			req.Channel = s.DMChannel(req.Team, req.User)
+		default:
+			err = fmt.Errorf("unknown kind %q (mention, message, dm)", req.Kind)
+		}
+		if err != nil {
+			fail(http.StatusBadRequest, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "ts": ts, "team": req.Team, "channel": req.Channel})
+	case "/_sim/disconnect":
+		q := r.URL.Query()
+		reason := q.Get("reason")
+		if reason == "" {
+			reason = "refresh_requested"
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "sockets": s.Disconnect(q.Get("app"), reason)})
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// defaults fills the first workspace and its #general when team/channel are empty.
+func (s *Server) defaults(team, channel string) (string, string) {
+	if team != "" && channel != "" {
+		return team, channel
+	}
+	ws := s.Workspaces()
+	for _, w := range ws {
+		if team == "" || w.TeamID == team {
+			return w.TeamID, cmpOr(channel, w.GeneralChannelID)
+		}
+	}
+	return team, channel
+}
+
+func (s *Server) defaultUser(team string) string {
+	for _, w := range s.Workspaces() {
+		if w.TeamID == team && len(w.UserIDs) > 0 {
+			return w.UserIDs[0]
+		}
+	}
+	return "U0SIMHUMAN"
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// RunStandalone starts a server on addr with one seeded workspace, prints
+// api_url=…, team_id=…, app_token=…, bot_token=… (one per line) to stdout and
+// serves until ctx ends.
+func RunStandalone(ctx context.Context, addr string, stdout io.Writer) error {
+	s := New(WithSeed(true))
+	if err := s.Start(addr); err != nil {
+		return fmt.Errorf("start slacksim: %w", err)
+	}
+	defer s.Close()
+	ws := s.Workspaces()[0]
+	if _, err := fmt.Fprintf(stdout, "api_url=%s\nteam_id=%s\napp_token=%s\nbot_token=%s\n",
+		s.APIURL(), ws.TeamID, ws.AppToken, ws.BotToken); err != nil {
+		return fmt.Errorf("print workspace: %w", err)
+	}
+	<-ctx.Done()
+	return nil
+}
