@@ -1,0 +1,434 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/konstruct/konstruct"
+	"github.com/konstruct/konstruct/bot"
+	"github.com/konstruct/konstruct/config"
+	"github.com/konstruct/konstruct/llm"
+	"github.com/konstruct/konstruct/metrics"
+	"github.com/konstruct/konstruct/router"
+	"github.com/konstruct/konstruct/secret"
+	"github.com/konstruct/konstruct/store"
+	"github.com/konstruct/konstruct/worker"
+)
+
+func init() { commands = append(commands, newRunCmd, newGatewayCmd, newWorkerCmd) }
+
+// roles says which halves of the data flow a process runs.
+type roles struct{ gateway, worker bool }
+
+func (r roles) String() string {
+	switch {
+	case r.gateway && r.worker:
+		return "run"
+	case r.gateway:
+		return "gateway"
+	default:
+		return "worker"
+	}
+}
+
+func newRunCmd(a *app) *cobra.Command {
+	return a.daemonCmd("run", "Run the gateway (Slack sockets, router) and the workers in one process", roles{gateway: true, worker: true})
+}
+
+func newGatewayCmd(a *app) *cobra.Command {
+	return a.daemonCmd("gateway", "Run only the gateway: Slack sockets, ack, router, enqueue", roles{gateway: true})
+}
+
+func newWorkerCmd(a *app) *cobra.Command {
+	return a.daemonCmd("worker", "Run only the workers: generate replies from the queue", roles{worker: true})
+}
+
+func (a *app) daemonCmd(use, short string, r roles) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Long: short + ".\nSIGTERM: stop taking work, finish or hand back in-flight tasks, exit 0 within 30 s.\n" +
+			"HTTP on http.addr: /healthz, /readyz, /metrics.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := a.config(cmd, daemonParts(r)...)
+			if err != nil {
+				return err
+			}
+			d, err := newDaemon(cmd.Context(), cfg, r, a.logger, nil)
+			if err != nil {
+				return err
+			}
+			return d.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().String("http-addr", "", "listen address of /healthz, /readyz, /metrics (http.addr)")
+	return cmd
+}
+
+func daemonParts(r roles) []config.Part {
+	parts := []config.Part{config.NeedDatabase, config.NeedSecret, config.NeedRedis, config.NeedSlack, config.NeedHTTP, config.NeedWorker}
+	if r.worker {
+		parts = append(parts, config.NeedLLM)
+	}
+	return parts
+}
+
+// daemonHooks lets the demo and tests reach into a running daemon.
+type daemonHooks struct {
+	// HTTPClient is used for Slack and the LLM (nil: defaults).
+	HTTPClient *http.Client
+	// Ready is closed once every part has started.
+	Ready chan struct{}
+	// ShutdownTimeout bounds the graceful stop (default 25s).
+	ShutdownTimeout time.Duration
+}
+
+// daemonT is a running Konstruct process: the pieces wired together.
+type daemonT struct {
+	cfg     *config.Config
+	roles   roles
+	logger  *slog.Logger
+	hooks   daemonHooks
+	metrics *metrics.Metrics
+	store   *store.Store
+	rdb     *redis.Client
+	web     *bot.Web
+	manager *bot.Manager
+	router  *router.Router
+	worker  *worker.Server
+	insp    *asynq.Inspector
+	httpLn  net.Listener
+}
+
+// newDaemon opens the stores and builds every piece; nothing runs yet.
+func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Logger, hooks *daemonHooks) (_ *daemonT, err error) {
+	d := &daemonT{cfg: cfg, roles: r, logger: logger, metrics: metrics.New()}
+	if hooks != nil {
+		d.hooks = *hooks
+	}
+	if d.hooks.ShutdownTimeout == 0 {
+		d.hooks.ShutdownTimeout = 25 * time.Second
+	}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+
+	box, err := secret.NewBox(cfg.SecretKey, cfg.SecretKeyPrevious...)
+	if err != nil {
+		return nil, err
+	}
+	if d.store, err = store.Open(ctx, cfg.Database.URL, box, logger); err != nil {
+		return nil, err
+	}
+	if err := d.store.CheckRole(ctx); err != nil {
+		return nil, err
+	}
+	ropt, err := redis.ParseURL(cfg.Redis.URL)
+	if err != nil {
+		return nil, fmt.Errorf("redis.url: %w", err)
+	}
+	d.rdb = redis.NewClient(ropt)
+	aopt, err := asynq.ParseRedisURI(cfg.Redis.URL)
+	if err != nil {
+		return nil, fmt.Errorf("redis.url: %w", err)
+	}
+	queue := cfg.Redis.Prefix + "replies"
+	threads := router.NewThreads(d.rdb, cfg.Redis.Prefix, cfg.Threads.EngagedTTL)
+
+	d.web = bot.NewWeb(bot.WebConfig{
+		APIURL:     cfg.Slack.APIURL,
+		HTTPClient: d.hooks.HTTPClient,
+		Source:     d.store.ActiveWorkspaces,
+		OnCall: func(method string, _ time.Duration, err error) {
+			_, limited := bot.RetryAfter(err)
+			d.metrics.SlackCall(method, err, limited)
+		},
+	})
+
+	if r.gateway {
+		d.router = router.New(router.Config{
+			PerMinute:   cfg.RateLimit.PerMinute,
+			Prefix:      cfg.Redis.Prefix,
+			Queue:       queue,
+			Placeholder: "Thinking...",
+			Logger:      logger,
+			Metrics:     d.metrics,
+		}, router.Deps{
+			Tenants:  d.store,
+			Slack:    d.web,
+			Enqueuer: router.NewAsynqEnqueuer(aopt, queue),
+			Limiter:  router.NewLimiter(d.rdb, cfg.Redis.Prefix, cfg.RateLimit.PerMinute),
+			Redis:    d.rdb,
+			Threads:  threads,
+		})
+		d.manager = bot.NewManager(bot.ManagerConfig{
+			APIURL:                  cfg.Slack.APIURL,
+			ConnectionsPerWorkspace: cfg.Slack.ConnectionsPerWorkspace,
+			Source:                  d.store.ActiveWorkspaces,
+			OnRevoked: func(ctx context.Context, teamID string) {
+				if err := d.store.SetWorkspaceStatus(ctx, teamID, konstruct.WorkspaceRevoked); err != nil {
+					logger.Error("mark workspace revoked", "team_id", teamID, "error", err)
+				}
+			},
+			OnWorkspaces: func(ws []konstruct.Workspace) {
+				d.web.Set(ws)
+				d.router.InvalidateTenants()
+			},
+			Logger:     logger,
+			Metrics:    d.metrics,
+			HTTPClient: d.hooks.HTTPClient,
+		})
+	}
+
+	if r.worker {
+		providers := make([]llm.Provider, 0, len(cfg.Providers()))
+		for _, p := range cfg.Providers() {
+			providers = append(providers, llm.Provider{Name: p.Name, BaseURL: p.BaseURL, APIKey: p.APIKey, Models: p.Models})
+		}
+		client, err := llm.New(llm.Config{
+			Providers:    providers,
+			DefaultModel: cfg.LLM.Model,
+			Timeouts:     llm.Timeouts{FirstToken: cfg.LLM.Timeouts.FirstToken, Idle: cfg.LLM.Timeouts.Idle, Total: cfg.LLM.Timeouts.Total},
+			HTTPClient:   d.hooks.HTTPClient,
+			Logger:       logger,
+			OnAttempt: func(at llm.Attempt) {
+				d.metrics.LLMAttempt(at.Provider, konstruct.ErrorCode(at.Err), at.TTFT, at.Latency)
+			},
+		})
+		if err != nil {
+			return nil, err
+		}
+		d.worker = worker.New(worker.Config{
+			RedisOpt:        aopt,
+			Queue:           queue,
+			Concurrency:     cfg.Worker.Concurrency,
+			Streaming:       cfg.Worker.Streaming,
+			HistoryTokens:   cfg.Worker.HistoryTokens,
+			MaxAnswerTokens: cfg.Worker.MaxAnswerTokens,
+			ShutdownTimeout: d.hooks.ShutdownTimeout,
+			Prefix:          cfg.Redis.Prefix,
+			Logger:          logger,
+			Metrics:         d.metrics,
+		}, worker.Deps{
+			Agents:  d.store,
+			Replies: d.store,
+			Slack:   d.web,
+			LLM:     client,
+			Threads: threads,
+			Redis:   d.rdb,
+		})
+		d.insp = asynq.NewInspector(aopt)
+	}
+
+	if d.httpLn, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
+		return nil, fmt.Errorf("http.addr %s: %w", cfg.HTTP.Addr, err)
+	}
+	return d, nil
+}
+
+// Run runs every piece until ctx ends, then stops them in order: sockets
+// first (Slack routes new events elsewhere), then the router drains what was
+// acked, then the workers finish or hand back their tasks, then HTTP.
+func (d *daemonT) Run(ctx context.Context) error {
+	defer d.close()
+	log := d.logger.With("role", d.roles.String())
+
+	srv := &http.Server{Handler: d.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- srv.Serve(d.httpLn) }()
+
+	// Pieces that stop when ctx ends.
+	var g errgroup.Group
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBG()
+
+	if d.worker != nil {
+		if err := d.worker.Start(); err != nil {
+			return fmt.Errorf("start workers: %w", err)
+		}
+		g.Go(func() error { d.worker.RunJanitor(bg); return nil })
+	}
+	var gateway errgroup.Group
+	if d.manager != nil {
+		sockCtx, stopSockets := context.WithCancel(ctx)
+		defer stopSockets()
+		gateway.Go(func() error { return d.manager.Run(sockCtx) })
+		// The router drains the manager's queue until the manager closes it.
+		gateway.Go(func() error { return d.router.Run(bg, d.manager.Events()) })
+		g.Go(func() error {
+			err := d.store.ListenWorkspaces(sockCtx, d.manager.Trigger)
+			if err != nil && ctx.Err() == nil {
+				log.Warn("workspace notifications stopped; relying on periodic reconcile", "error", err)
+			}
+			return nil
+		})
+	}
+	if d.worker != nil {
+		g.Go(func() error { d.watchQueue(bg); return nil })
+	}
+	g.Go(func() error { d.watchdog(bg); return nil })
+
+	if d.hooks.Ready != nil {
+		close(d.hooks.Ready)
+	}
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+	log.Info("konstruct started", "http_addr", d.httpLn.Addr().String(), "version", version)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-httpDone:
+		runErr = fmt.Errorf("http server: %w", err)
+	}
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+	log.Info("konstruct stopping")
+
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		if d.manager != nil {
+			if err := gateway.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+				log.Error("gateway stopped", "error", err)
+			}
+		}
+		if d.worker != nil {
+			d.worker.Shutdown()
+		}
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(d.hooks.ShutdownTimeout + 3*time.Second):
+		log.Error("graceful stop took too long; exiting")
+	}
+	stopBG()
+	_ = g.Wait()
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	log.Info("konstruct stopped")
+	return runErr
+}
+
+func (d *daemonT) close() {
+	if d.httpLn != nil {
+		_ = d.httpLn.Close()
+	}
+	if d.insp != nil {
+		_ = d.insp.Close()
+	}
+	if d.rdb != nil {
+		_ = d.rdb.Close()
+	}
+	if d.store != nil {
+		d.store.Close()
+	}
+}
+
+// readiness is the body of /readyz.
+type readiness struct {
+	Ready      bool              `json:"ready"`
+	Postgres   string            `json:"postgres"`
+	Redis      string            `json:"redis"`
+	Workspaces []bot.SocketState `json:"workspaces,omitempty"`
+}
+
+func (d *daemonT) readiness(ctx context.Context) readiness {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	r := readiness{Ready: true, Postgres: "ok", Redis: "ok"}
+	if err := d.store.Ping(ctx); err != nil {
+		r.Ready, r.Postgres = false, "unreachable"
+	}
+	if err := d.rdb.Ping(ctx).Err(); err != nil {
+		r.Ready, r.Redis = false, "unreachable"
+	}
+	if d.manager != nil {
+		r.Workspaces = d.manager.States()
+		for _, s := range r.Workspaces {
+			if s.Connected == 0 {
+				r.Ready = false
+			}
+		}
+	}
+	return r
+}
+
+func (d *daemonT) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		rd := d.readiness(r.Context())
+		w.Header().Set("Content-Type", "application/json")
+		if !rd.Ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_ = json.NewEncoder(w).Encode(rd)
+	})
+	mux.Handle("GET /metrics", d.metrics.Handler())
+	return mux
+}
+
+// watchdog pings systemd's watchdog, but only while Postgres and Redis
+// answer: a daemon that cannot reach them gets restarted.
+func (d *daemonT) watchdog(ctx context.Context) {
+	interval, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || interval == 0 {
+		return
+	}
+	t := time.NewTicker(interval / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			pctx, cancel := context.WithTimeout(ctx, interval/4)
+			healthy := d.store.Ping(pctx) == nil && d.rdb.Ping(pctx).Err() == nil
+			cancel()
+			if healthy {
+				_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+			} else {
+				d.logger.Warn("unhealthy: not pinging the systemd watchdog")
+			}
+		}
+	}
+}
+
+// watchQueue publishes the reply queue's size by state.
+func (d *daemonT) watchQueue(ctx context.Context) {
+	insp := d.insp
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			info, err := insp.GetQueueInfo(d.cfg.Redis.Prefix + "replies")
+			if err != nil {
+				continue
+			}
+			for state, n := range map[string]int{"pending": info.Pending, "active": info.Active, "scheduled": info.Scheduled, "retry": info.Retry, "archived": info.Archived} {
+				d.metrics.QueueSize.WithLabelValues(state).Set(float64(n))
+			}
+		}
+	}
+}
