@@ -23,6 +23,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/packages/respjson"
 
 	"github.com/konstruct/konstruct"
 )
@@ -282,7 +283,7 @@ func (c *Client) report(att Attempt) {
 	if c.cfg.OnAttempt != nil {
 		c.cfg.OnAttempt(att)
 	}
-	if att.Err != nil {
+	if att.Err != nil && !errors.Is(att.Err, errAborted) {
 		// The SDK's API errors print the status only, never headers (so never
 		// the key); connection errors print the request URL.
 		c.cfg.Logger.Warn("llm attempt failed", "provider", att.Provider, "model", att.Model,
@@ -341,6 +342,14 @@ read:
 			}
 			d := ch.Delta.Content
 			if d == "" {
+				// A reasoning model thinking aloud (reasoning_content in vLLM
+				// and LiteLLM, reasoning in Ollama) shows the server is alive:
+				// from then on the idle timer, not the first-token timer,
+				// watches it. Nothing was shown yet, so fallback stays possible.
+				if idle == nil && hasReasoning(ch.Delta.JSON.ExtraFields) {
+					first.Stop()
+					idle = time.AfterFunc(c.cfg.Timeouts.Idle, func() { cancel(ErrIdleTimeout) })
+				}
 				continue
 			}
 			if !st.delivered {
@@ -348,7 +357,9 @@ read:
 				st.delivered = true
 				st.firstAt = time.Now()
 				att.TTFT = st.firstAt.Sub(start)
-				idle = time.AfterFunc(c.cfg.Timeouts.Idle, func() { cancel(ErrIdleTimeout) })
+				if idle == nil {
+					idle = time.AfterFunc(c.cfg.Timeouts.Idle, func() { cancel(ErrIdleTimeout) })
+				}
 			}
 			st.text.WriteString(d)
 			if err := onDelta(d); err != nil {
@@ -383,6 +394,19 @@ read:
 	}
 	att.Err = err
 	return att
+}
+
+// hasReasoning reports a non-empty reasoning delta among a delta's fields
+// unknown to the SDK.
+func hasReasoning(extra map[string]respjson.Field) bool {
+	for _, k := range []string{"reasoning_content", "reasoning"} {
+		if f, ok := extra[k]; ok {
+			if raw := f.Raw(); raw != "" && raw != "null" && raw != `""` {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // statusError keeps the Retry-After of an HTTP error for the retry logic.

@@ -151,6 +151,8 @@ func TestFallback(t *testing.T) {
 		{name: "500s", first: llmfake.Reply{Status: 500}, wantFirst: 2},
 		{name: "503 no retries", first: llmfake.Reply{Status: 503}, cfg: llm.Config{MaxRetries: -1}, wantFirst: 1},
 		{name: "429 after retries", first: llmfake.Reply{Status: 429}, cfg: llm.Config{MaxRetries: 2}, wantFirst: 3},
+		{name: "429 retry-after honoured", first: llmfake.Reply{Status: 429, RetryAfter: 1},
+			cfg: llm.Config{MaxRetries: 1, MaxRetryWait: 3 * time.Second}, wantFirst: 2},
 		{name: "429 retry-after too long", first: llmfake.Reply{Status: 429, RetryAfter: 30}, cfg: llm.Config{MaxRetries: 2}, wantFirst: 1},
 		{name: "connection refused", closed: true},
 		{name: "first-token timeout", first: llmfake.Reply{Text: "late", FirstTokenDelay: 5 * time.Second},
@@ -176,9 +178,13 @@ func TestFallback(t *testing.T) {
 			cfg.OnAttempt = func(a llm.Attempt) { mu.Lock(); seen = append(seen, a); mu.Unlock() }
 			c := client(t, cfg)
 
+			start := time.Now()
 			res, err := c.Stream(t.Context(), ask("hi"), nil)
 			if err != nil {
 				t.Fatalf("Stream: %v", err)
+			}
+			if tt.first.RetryAfter == 1 && time.Since(start) < 900*time.Millisecond {
+				t.Errorf("retried after %v, before the server's Retry-After of 1s", time.Since(start))
 			}
 			if res.Text != "from the second" || res.Provider != "two" {
 				t.Errorf("got %q from %q, want the second provider's answer", res.Text, res.Provider)
@@ -670,5 +676,24 @@ func TestServerThatNeverAnswers(t *testing.T) {
 	}
 	if !errors.Is(res.Attempts[0].Err, llm.ErrFirstTokenTimeout) {
 		t.Errorf("first attempt err = %v", res.Attempts[0].Err)
+	}
+}
+
+// TestReasoningKeepsFirstTokenTimerAtBay: a thinking model streams reasoning
+// for longer than the first-token timeout; that is activity, not a hang.
+func TestReasoningKeepsFirstTokenTimerAtBay(t *testing.T) {
+	t.Parallel()
+	s := fake(t, llmfake.WithHandler(func(llmfake.ChatRequest) llmfake.Reply {
+		return llmfake.Reply{Reasoning: slices.Repeat([]string{"hmm "}, 8), TokenDelay: 50 * time.Millisecond, Text: "42"}
+	}))
+	second := fake(t)
+	c := client(t, llm.Config{
+		Providers: []llm.Provider{{BaseURL: s.URL()}, {Name: "two", BaseURL: second.URL()}},
+		Timeouts:  llm.Timeouts{FirstToken: 200 * time.Millisecond, Idle: 2 * time.Second},
+	})
+	var shown strings.Builder
+	res, err := c.Stream(t.Context(), ask("hi"), func(d string) error { shown.WriteString(d); return nil })
+	if err != nil || res.Text != "42" || shown.String() != "42" || len(second.Requests()) != 0 {
+		t.Fatalf("Stream = %q (shown %q), %v; second saw %d", res.Text, shown.String(), err, len(second.Requests()))
 	}
 }

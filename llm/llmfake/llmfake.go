@@ -60,6 +60,9 @@ type Reply struct {
 	// HangAfter > 0 stops after that many content chunks and hangs until the
 	// client goes away or the server closes.
 	HangAfter int
+	// Reasoning chunks are sent as delta.reasoning_content (as vLLM and
+	// LiteLLM do for thinking models) before the content, TokenDelay apart.
+	Reasoning []string
 	// NoUsage leaves out the usage chunk even when the client asked for it,
 	// like servers that do not support stream_options.
 	NoUsage bool
@@ -341,6 +344,11 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	}
 	if !sleep(ctx, reply.FirstTokenDelay) {
 		return
+	}
+	for _, r := range reply.Reasoning {
+		if !send(chunk(map[string]any{"reasoning_content": r}, nil)) || !sleep(ctx, reply.TokenDelay) {
+			return
+		}
 	}
 	for i, c := range chunks {
 		if reply.HangAfter > 0 && i == reply.HangAfter {
