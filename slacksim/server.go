@@ -57,6 +57,7 @@ type Server struct {
 	// statsMu guards envelope statistics (hot path, kept apart from mu).
 	statsMu sync.Mutex
 	stats   []*EnvelopeStat
+	unacked atomic.Int64
 
 	// lifecycle
 	lifeMu   sync.Mutex

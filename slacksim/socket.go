@@ -215,6 +215,7 @@ func (a *app) ack(id string) (EnvelopeStat, bool) {
 	if !ok {
 		return EnvelopeStat{}, false
 	}
+	a.s.unacked.Add(-1)
 	a.s.statsMu.Lock()
 	e.stat.Acked = time.Now()
 	st := *e.stat
@@ -452,15 +453,7 @@ func (s *Server) Envelopes() []EnvelopeStat {
 
 // Unacked counts envelopes not acked yet (queued, in flight, or given up on).
 func (s *Server) Unacked() int {
-	s.statsMu.Lock()
-	defer s.statsMu.Unlock()
-	n := 0
-	for _, st := range s.stats {
-		if st.Acked.IsZero() {
-			n++
-		}
-	}
-	return n
+	return int(s.unacked.Load())
 }
 
 // emit wraps an inner event in an event_callback and delivers it to the
@@ -497,6 +490,7 @@ func (s *Server) emit(spec WorkspaceSpec, verif string, ev map[string]any) {
 	s.statsMu.Lock()
 	s.stats = append(s.stats, st)
 	s.statsMu.Unlock()
+	s.unacked.Add(1)
 	a.deliver(&envelope{id: st.EnvelopeID, eventID: eventID, payload: payload, stat: st})
 }
 

@@ -284,3 +284,35 @@ func TestSendRawMalformed(t *testing.T) {
 	}
 	c.next(t, 5*time.Second, socketmode.EventTypeEventsAPI)
 }
+
+func TestRevokedAppTokenStopsClient(t *testing.T) {
+	t.Parallel()
+	sim, ws := newSim(t, slacksim.WithDisconnectGrace(100*time.Millisecond))
+	sm := socketmode.New(apiClient(t, sim, ws))
+	errc := make(chan error, 1)
+	ctx := ctxT(t, 10*time.Second)
+	go func() { errc <- sm.RunContext(ctx) }()
+	for ev := range sm.Events {
+		if ev.Type == socketmode.EventTypeHello {
+			break
+		}
+	}
+	go func() { // keep draining until the test ends
+		for {
+			select {
+			case <-sm.Events:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	sim.RevokeToken(ws.AppToken)
+	select {
+	case err := <-errc:
+		if err == nil || err.Error() != "token_revoked" {
+			t.Errorf("RunContext = %v, want token_revoked", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("socketmode client kept running after its token was revoked")
+	}
+}

@@ -1,0 +1,5 @@
+//go:build race
+
+package slacksim_test
+
+const raceEnabled = true
