@@ -371,7 +371,7 @@ func chatPostMessage(s *Server, c *call) (map[string]any, error) {
 		s.mu.Unlock()
 		return nil, err
 	}
-	threadTS := c.get("thread_ts")
+	threadTS := ch.threadRoot(c.get("thread_ts"))
 	if threadTS != "" {
 		if root := ch.msgs[threadTS]; root == nil || root.deleted {
 			s.mu.Unlock()
@@ -540,7 +540,7 @@ func chatStartStream(s *Server, c *call) (map[string]any, error) {
 			return nil, apiError("missing_recipient_team_id")
 		}
 	}
-	threadTS := c.get("thread_ts")
+	threadTS := ch.threadRoot(c.get("thread_ts"))
 	if threadTS != "" {
 		if root := ch.msgs[threadTS]; root == nil || root.deleted {
 			s.mu.Unlock()
@@ -615,6 +615,14 @@ func (s *Server) afterBotWrite(hooks []func(teamID, channelID, threadTS, ts, met
 	for _, h := range hooks {
 		h(team, channel, threadTS, ts, method, at)
 	}
+}
+
+// threadRoot maps a reply's ts to its parent's, as Slack does for thread_ts.
+func (ch *channel) threadRoot(ts string) string {
+	if m := ch.msgs[ts]; m != nil && m.threadTS != "" {
+		return m.threadTS
+	}
+	return ts
 }
 
 // replies in thread order: root, then replies; deleted messages are gone.

@@ -80,6 +80,7 @@ func (s *Server) humanPost(teamID, channelID, userID, text, threadTS string, dm 
 	}
 	w.ensureUserLocked(userID)
 	var root *message
+	threadTS = ch.threadRoot(threadTS)
 	if threadTS != "" {
 		root = ch.msgs[threadTS]
 		if root == nil || root.deleted {
@@ -227,6 +228,7 @@ func (s *Server) PostAsBot(teamID, channelID, botID, text, threadTS string) (str
 		return "", err
 	}
 	var root *message
+	threadTS = ch.threadRoot(threadTS)
 	if threadTS != "" {
 		if root = ch.msgs[threadTS]; root == nil || root.deleted {
 			s.mu.Unlock()
