@@ -156,3 +156,38 @@ func (m *Metrics) Reply(outcome string, sinceEvent time.Duration) {
 		m.ReplyLatency.Observe(sinceEvent.Seconds())
 	}
 }
+
+// QueueFull counts an envelope left unacked because the router queue was full.
+func (m *Metrics) QueueFull() {
+	if m != nil {
+		m.GatewayQueueFull.Inc()
+	}
+}
+
+// QueueDepth records how many events wait for the router.
+func (m *Metrics) QueueDepth(n int) {
+	if m != nil {
+		m.GatewayQueueDepth.Set(float64(n))
+	}
+}
+
+// SocketConnected adds delta (+1 on connect, -1 on loss) to the open sockets.
+func (m *Metrics) SocketConnected(delta int) {
+	if m != nil {
+		m.SocketsConnected.Add(float64(delta))
+	}
+}
+
+// Reconnect counts a Socket Mode reconnect.
+func (m *Metrics) Reconnect() {
+	if m != nil {
+		m.Reconnects.Inc()
+	}
+}
+
+// TaskEnqueued counts a reply:generate task enqueued.
+func (m *Metrics) TaskEnqueued() {
+	if m != nil {
+		m.Enqueued.Inc()
+	}
+}

@@ -1,0 +1,460 @@
+package bot
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/goleak"
+
+	"github.com/konstruct/konstruct"
+	"github.com/konstruct/konstruct/metrics"
+	"github.com/konstruct/konstruct/slacksim"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// value reads a counter or gauge.
+func value(m prometheus.Metric) float64 {
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		return -1
+	}
+	if d.Counter != nil {
+		return d.Counter.GetValue()
+	}
+	return d.Gauge.GetValue()
+}
+
+func newSim(t *testing.T, opts ...slacksim.Option) *slacksim.Server {
+	t.Helper()
+	sim := slacksim.New(opts...)
+	if err := sim.Start("127.0.0.1:0"); err != nil {
+		t.Fatalf("start slacksim: %v", err)
+	}
+	t.Cleanup(func() { _ = sim.Close() })
+	return sim
+}
+
+func workspaceOf(s slacksim.WorkspaceSpec) konstruct.Workspace {
+	return konstruct.Workspace{
+		ID: "w-" + s.TeamID, TenantID: "tenant-" + s.TeamID, TeamID: s.TeamID, AppID: s.AppID,
+		BotUserID: s.BotUserID, BotID: s.BotID, AppToken: s.AppToken, BotToken: s.BotToken,
+		Status: konstruct.WorkspaceActive,
+	}
+}
+
+// source is a mutable workspace list standing in for the store.
+type source struct {
+	mu    sync.Mutex
+	ws    []konstruct.Workspace
+	calls atomic.Int64
+}
+
+func (s *source) set(ws ...konstruct.Workspace) {
+	s.mu.Lock()
+	s.ws = ws
+	s.mu.Unlock()
+}
+
+func (s *source) list(context.Context) ([]konstruct.Workspace, error) {
+	s.calls.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.ws), nil
+}
+
+// revokeAll drops a team from the list, as the store does on SetWorkspaceStatus.
+func (s *source) revoke(_ context.Context, teamID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ws = slices.DeleteFunc(s.ws, func(w konstruct.Workspace) bool { return w.TeamID == teamID })
+}
+
+// startManager runs a Manager against the sim until the test ends.
+func startManager(t *testing.T, sim *slacksim.Server, cfg ManagerConfig) *Manager {
+	t.Helper()
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	cfg.APIURL = sim.APIURL()
+	cfg.HTTPClient = &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	m := NewManager(cfg)
+	done := make(chan error, 1)
+	go func() { done <- m.Run(context.Background()) }()
+	t.Cleanup(func() {
+		m.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		for range m.Events() { //nolint:revive // drain
+		}
+	})
+	return m
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func next(t *testing.T, m *Manager, d time.Duration) konstruct.Message {
+	t.Helper()
+	select {
+	case msg, ok := <-m.Events():
+		if !ok {
+			t.Fatal("events closed")
+		}
+		return msg
+	case <-time.After(d):
+		t.Fatalf("no event within %v", d)
+	}
+	return konstruct.Message{}
+}
+
+// collect reads events until it has seen every ts in want (any event type).
+func collect(t *testing.T, m *Manager, d time.Duration, want ...string) map[string][]konstruct.Message {
+	t.Helper()
+	got := map[string][]konstruct.Message{}
+	deadline := time.After(d)
+	missing := func() []string {
+		var out []string
+		for _, ts := range want {
+			if len(got[ts]) == 0 {
+				out = append(out, ts)
+			}
+		}
+		return out
+	}
+	for len(missing()) > 0 {
+		select {
+		case msg := <-m.Events():
+			got[msg.TS] = append(got[msg.TS], msg)
+		case <-deadline:
+			t.Fatalf("missing events for %v", missing())
+		}
+	}
+	return got
+}
+
+func TestManagerDeliversNormalizedAndAcks(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t)
+	ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
+	src := &source{}
+	src.set(workspaceOf(ws))
+	mx := metrics.New()
+	var seen atomic.Int64
+	m := startManager(t, sim, ManagerConfig{Source: src.list, Metrics: mx,
+		OnWorkspaces: func(w []konstruct.Workspace) { seen.Store(int64(len(w))) }})
+
+	waitFor(t, 5*time.Second, "two sockets", func() bool { return sim.Connections(ws.AppID) == 2 })
+	ts, err := sim.Mention(ws.TeamID, ws.GeneralChannelID, ws.UserIDs[0], "what's up?", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]konstruct.Message{}
+	for range 2 {
+		msg := next(t, m, 5*time.Second)
+		got[msg.EventType] = msg
+	}
+	for typ, msg := range got {
+		if msg.TS != ts || msg.Text != "what's up?" || msg.TeamID != ws.TeamID || msg.ChannelID != ws.GeneralChannelID ||
+			msg.User != ws.UserIDs[0] || msg.EventID == "" || msg.ReceivedAt.IsZero() || msg.ID != ws.TeamID+"/"+ws.GeneralChannelID+"/"+ts {
+			t.Errorf("%s: %+v", typ, msg)
+		}
+	}
+	if !got["app_mention"].IsMention || got["message"].IsMention || got["message"].ChannelType != konstruct.ChannelPublic {
+		t.Errorf("flags: %+v", got)
+	}
+	waitFor(t, 3*time.Second, "acks", func() bool { return sim.Unacked() == 0 })
+	if n := value(mx.EnvelopesAcked); n != 2 {
+		t.Errorf("acked %v envelopes, want 2", n)
+	}
+	if seen.Load() != 1 {
+		t.Errorf("OnWorkspaces saw %d workspaces", seen.Load())
+	}
+	st := m.States()
+	if len(st) != 1 || st[0].TeamID != ws.TeamID || st[0].AppID != ws.AppID || st[0].Connections != 2 || st[0].Connected != 2 {
+		t.Errorf("States = %+v", st)
+	}
+	if n := value(mx.SocketsConnected); n != 2 {
+		t.Errorf("sockets gauge %v", n)
+	}
+}
+
+func TestManagerSharedAppOneSocketSet(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t)
+	a := sim.AddWorkspace(slacksim.WorkspaceSpec{})
+	b := sim.AddWorkspace(slacksim.WorkspaceSpec{AppID: a.AppID, AppToken: a.AppToken})
+	src := &source{}
+	src.set(workspaceOf(a), workspaceOf(b))
+	m := startManager(t, sim, ManagerConfig{Source: src.list, ConnectionsPerWorkspace: 3})
+	waitFor(t, 5*time.Second, "three sockets", func() bool { return sim.Connections(a.AppID) == 3 })
+	tsA, _ := sim.DM(a.TeamID, a.UserIDs[0], "hi from A", "")
+	tsB, _ := sim.DM(b.TeamID, b.UserIDs[0], "hi from B", "")
+	got := collect(t, m, 5*time.Second, tsA, tsB)
+	if got[tsA][0].TeamID != a.TeamID || got[tsB][0].TeamID != b.TeamID || !got[tsB][0].IsDM {
+		t.Errorf("routing by team: %+v", got)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := sim.Connections(a.AppID); n != 3 {
+		t.Errorf("%d sockets for a shared app, want 3", n)
+	}
+	if st := m.States(); len(st) != 2 || st[0].Connected != 3 || st[1].Connected != 3 {
+		t.Errorf("States = %+v", st)
+	}
+}
+
+func TestManagerHotAddAndRemove(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t)
+	ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
+	src := &source{}
+	m := startManager(t, sim, ManagerConfig{Source: src.list})
+
+	// Periodic reconcile alone (no Trigger) connects within 10 s.
+	src.set(workspaceOf(ws))
+	waitFor(t, 10*time.Second, "connect after add", func() bool { return sim.Connections(ws.AppID) == 2 })
+	ts, _ := sim.DM(ws.TeamID, ws.UserIDs[0], "hello", "")
+	collect(t, m, 5*time.Second, ts)
+
+	src.set()
+	start := time.Now()
+	waitFor(t, 10*time.Second, "disconnect after remove", func() bool { return sim.Connections(ws.AppID) == 0 })
+	t.Logf("disconnected %v after remove", time.Since(start).Round(time.Millisecond))
+	waitFor(t, 2*time.Second, "states empty", func() bool { return len(m.States()) == 0 })
+
+	// Trigger reconciles at once.
+	src.set(workspaceOf(ws))
+	start = time.Now()
+	m.Trigger()
+	waitFor(t, 2*time.Second, "connect after trigger", func() bool { return sim.Connections(ws.AppID) == 2 })
+	t.Logf("connected %v after trigger", time.Since(start).Round(time.Millisecond))
+}
+
+func TestManagerRevokedTokenMarkedOthersUnaffected(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t)
+	bad := sim.AddWorkspace(slacksim.WorkspaceSpec{})
+	good := sim.AddWorkspace(slacksim.WorkspaceSpec{})
+	src := &source{}
+	src.set(workspaceOf(bad), workspaceOf(good))
+	var mu sync.Mutex
+	var revoked []string
+	m := startManager(t, sim, ManagerConfig{Source: src.list, ReconcileEvery: 200 * time.Millisecond,
+		OnRevoked: func(ctx context.Context, team string) {
+			mu.Lock()
+			revoked = append(revoked, team)
+			mu.Unlock()
+			src.revoke(ctx, team)
+		}})
+	waitFor(t, 5*time.Second, "sockets", func() bool {
+		return sim.Connections(bad.AppID) == 2 && sim.Connections(good.AppID) == 2
+	})
+
+	sim.RevokeToken(bad.AppToken)
+	waitFor(t, 5*time.Second, "revocation", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(revoked) > 0
+	})
+	opens := sim.Calls("apps.connections.open")
+	time.Sleep(time.Second)
+	if n := sim.Calls("apps.connections.open") - opens; n > 0 {
+		t.Errorf("%d apps.connections.open calls after revocation: hot loop", n)
+	}
+	mu.Lock()
+	if !slices.Equal(revoked, []string{bad.TeamID}) {
+		t.Errorf("OnRevoked for %v, want once for %s", revoked, bad.TeamID)
+	}
+	mu.Unlock()
+	if sim.Connections(bad.AppID) != 0 {
+		t.Errorf("revoked app still has sockets")
+	}
+	ts, _ := sim.DM(good.TeamID, good.UserIDs[0], "still there?", "")
+	collect(t, m, 5*time.Second, ts)
+	if st := m.States(); len(st) != 1 || st[0].TeamID != good.TeamID || st[0].Connected != 2 {
+		t.Errorf("States = %+v", st)
+	}
+}
+
+func TestManagerReconnectsWithoutLoss(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		break_ func(sim *slacksim.Server, appID string)
+	}{
+		{"refresh_requested", func(sim *slacksim.Server, appID string) { sim.Disconnect(appID, "refresh_requested") }},
+		{"warning then close", func(sim *slacksim.Server, appID string) {
+			sim.Disconnect(appID, "warning")
+			sim.DropConnections(appID)
+		}},
+		{"abrupt close", func(sim *slacksim.Server, appID string) { sim.DropConnections(appID) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			sim := newSim(t, slacksim.WithAckTimeout(time.Second))
+			ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
+			src := &source{}
+			src.set(workspaceOf(ws))
+			mx := metrics.New()
+			m := startManager(t, sim, ManagerConfig{Source: src.list, Metrics: mx})
+			waitFor(t, 5*time.Second, "sockets", func() bool { return sim.Connections(ws.AppID) == 2 })
+
+			var want []string
+			for i := range 20 {
+				if i == 5 {
+					tc.break_(sim, ws.AppID)
+				}
+				ts, err := sim.DM(ws.TeamID, ws.UserIDs[0], "msg", "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, ts)
+			}
+			collect(t, m, 15*time.Second, want...)
+			waitFor(t, 5*time.Second, "sockets back", func() bool { return sim.Connections(ws.AppID) == 2 })
+			waitFor(t, 5*time.Second, "all acked", func() bool { return sim.Unacked() == 0 })
+			if value(mx.Reconnects) == 0 {
+				t.Error("no reconnect counted")
+			}
+		})
+	}
+}
+
+func TestManagerMalformedEnvelopesAcked(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t)
+	ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
+	src := &source{}
+	src.set(workspaceOf(ws))
+	mx := metrics.New()
+	m := startManager(t, sim, ManagerConfig{Source: src.list, Metrics: mx, ConnectionsPerWorkspace: 1})
+	waitFor(t, 5*time.Second, "socket", func() bool { return sim.Connections(ws.AppID) == 1 })
+
+	for _, raw := range []string{
+		`{"envelope_id":"bad-1","type":"events_api","payload":{"type":"event_callback","team_id":"T","event":{"type":"brand_new_event"}}}`,
+		`{"envelope_id":"bad-2","type":"events_api","payload":{"type":"event_callback","team_id":"T","event":{"type":"message"}}}`,
+		`{"envelope_id":"bad-3","type":"something_else","payload":{}}`,
+		`{"envelope_id":"bad-4","type":"slash_commands","payload":{"command":"/x"}}`,
+		`{"envelope_id":"bad-5","type":"events_api","payload":"not an object","retry_attempt":"x"}`,
+		`{"type":"events_api"`,
+		`[1,2,3]`,
+	} {
+		sim.SendRaw(ws.AppID, []byte(raw))
+	}
+	// A good event after the junk still arrives, on the same socket.
+	ts, _ := sim.DM(ws.TeamID, ws.UserIDs[0], "after the junk", "")
+	got := collect(t, m, 5*time.Second, ts)
+	if got[ts][0].Text != "after the junk" {
+		t.Errorf("got %+v", got)
+	}
+	waitFor(t, 3*time.Second, "acks", func() bool { return value(mx.EnvelopesAcked) >= 6 })
+	if n := sim.Connections(ws.AppID); n != 1 {
+		t.Errorf("%d sockets after junk", n)
+	}
+}
+
+func TestManagerQueueFullLeavesUnacked(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t, slacksim.WithAckTimeout(300*time.Millisecond))
+	ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
+	src := &source{}
+	src.set(workspaceOf(ws))
+	mx := metrics.New()
+	m := startManager(t, sim, ManagerConfig{Source: src.list, Metrics: mx, QueueSize: 1})
+	waitFor(t, 5*time.Second, "sockets", func() bool { return sim.Connections(ws.AppID) == 2 })
+
+	ts1, _ := sim.DM(ws.TeamID, ws.UserIDs[0], "one", "")
+	ts2, _ := sim.DM(ws.TeamID, ws.UserIDs[0], "two", "")
+	waitFor(t, 3*time.Second, "queue full counted", func() bool { return value(mx.GatewayQueueFull) > 0 })
+	if sim.Unacked() == 0 {
+		t.Fatal("an envelope that did not fit the queue was acked")
+	}
+	// The router catches up: Slack's redelivery of the one left out gets in.
+	got := collect(t, m, 5*time.Second, ts1, ts2)
+	if r1, r2 := got[ts1][0].RetryAttempt, got[ts2][0].RetryAttempt; (r1 > 0) == (r2 > 0) {
+		t.Errorf("retry attempts %d and %d: want one first delivery and one redelivery", r1, r2)
+	}
+	waitFor(t, 3*time.Second, "all acked", func() bool { return sim.Unacked() == 0 })
+}
+
+func TestManagerLostAckRedelivered(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t, slacksim.WithAckTimeout(300*time.Millisecond))
+	ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
+	src := &source{}
+	src.set(workspaceOf(ws))
+	var dropped atomic.Bool
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	m := NewManager(ManagerConfig{APIURL: sim.APIURL(), HTTPClient: &http.Client{Transport: tr}, Source: src.list})
+	m.dropAck = func(string) bool { return dropped.CompareAndSwap(false, true) }
+	done := make(chan error, 1)
+	go func() { done <- m.Run(context.Background()) }()
+	defer func() { m.Close(); <-done }()
+	waitFor(t, 5*time.Second, "sockets", func() bool { return sim.Connections(ws.AppID) == 2 })
+
+	ts, _ := sim.DM(ws.TeamID, ws.UserIDs[0], "once", "")
+	first, second := next(t, m, 3*time.Second), next(t, m, 3*time.Second)
+	if first.TS != ts || second.TS != ts || first.EventID != second.EventID || first.RetryAttempt != 0 || second.RetryAttempt != 1 {
+		t.Errorf("first %+v\nsecond %+v", first, second)
+	}
+}
+
+func TestManagerCloseStopsSocketsThenClosesEvents(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t)
+	ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
+	src := &source{}
+	src.set(workspaceOf(ws))
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	m := NewManager(ManagerConfig{APIURL: sim.APIURL(), HTTPClient: &http.Client{Transport: tr}, Source: src.list})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	waitFor(t, 5*time.Second, "sockets", func() bool { return sim.Connections(ws.AppID) == 2 })
+	ts, _ := sim.DM(ws.TeamID, ws.UserIDs[0], "before stop", "")
+	waitFor(t, 3*time.Second, "acked", func() bool { return sim.Unacked() == 0 })
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// What was acked is still in the queue, then the queue is closed.
+	var got []string
+	for msg := range m.Events() {
+		got = append(got, msg.TS)
+	}
+	if !slices.Equal(got, []string{ts}) {
+		t.Errorf("drained %v, want [%s]", got, ts)
+	}
+	waitFor(t, 3*time.Second, "sockets closed", func() bool { return sim.Connections(ws.AppID) == 0 })
+	m.Close() // idempotent after Run
+
+	// Close without Run closes the queue.
+	m2 := NewManager(ManagerConfig{})
+	m2.Close()
+	if _, ok := <-m2.Events(); ok {
+		t.Error("events open after Close")
+	}
+	if err := m2.Run(context.Background()); err != nil {
+		t.Errorf("Run after Close: %v", err)
+	}
+}
