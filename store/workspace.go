@@ -1,0 +1,269 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/konstruct/konstruct"
+)
+
+func (s *Store) needBox(what string) error {
+	if s.box == nil {
+		return konstruct.Errorf(konstruct.EINVALID, "%s needs secret_key (base64 of 32 bytes), which encrypts Slack tokens at rest", what)
+	}
+	return nil
+}
+
+// AddWorkspace stores a workspace with its tokens sealed, status active. A
+// team already registered to the same tenant gets its tokens and details
+// updated; one registered to another tenant is ECONFLICT.
+func (s *Store) AddWorkspace(ctx context.Context, w konstruct.Workspace) (konstruct.Workspace, error) {
+	if err := s.needBox("adding a workspace"); err != nil {
+		return konstruct.Workspace{}, err
+	}
+	w.TeamID = strings.TrimSpace(w.TeamID)
+	switch {
+	case w.TeamID == "":
+		return konstruct.Workspace{}, konstruct.Errorf(konstruct.EINVALID, "a workspace needs a team id")
+	case w.AppToken == "" || w.BotToken == "":
+		return konstruct.Workspace{}, konstruct.Errorf(konstruct.EINVALID, "a workspace needs both an app token and a bot token")
+	}
+	if cur, err := s.TenantForTeam(ctx, w.TeamID); err == nil && cur.TenantID != w.TenantID {
+		return konstruct.Workspace{}, konstruct.Errorf(konstruct.ECONFLICT, "team %s is already registered to another tenant", w.TeamID)
+	} else if err != nil && konstruct.ErrorCode(err) != konstruct.ENOTFOUND {
+		return konstruct.Workspace{}, err
+	}
+	appEnc, keyID, err := s.box.Seal([]byte(w.AppToken))
+	if err != nil {
+		return konstruct.Workspace{}, fmt.Errorf("seal app token: %w", err)
+	}
+	botEnc, _, err := s.box.Seal([]byte(w.BotToken))
+	if err != nil {
+		return konstruct.Workspace{}, fmt.Errorf("seal bot token: %w", err)
+	}
+	w.Status = konstruct.WorkspaceActive
+	err = s.InTenant(ctx, w.TenantID, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `
+			INSERT INTO workspaces (tenant_id, team_id, team_name, enterprise_id, app_id, bot_user_id, bot_id,
+			                        app_token_enc, bot_token_enc, key_id, status)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active')
+			ON CONFLICT (team_id) DO UPDATE SET
+				team_name = EXCLUDED.team_name, enterprise_id = EXCLUDED.enterprise_id,
+				app_id = EXCLUDED.app_id, bot_user_id = EXCLUDED.bot_user_id, bot_id = EXCLUDED.bot_id,
+				app_token_enc = EXCLUDED.app_token_enc, bot_token_enc = EXCLUDED.bot_token_enc,
+				key_id = EXCLUDED.key_id, status = 'active', updated_at = now()
+			RETURNING id, created_at, updated_at`,
+			w.TenantID, w.TeamID, w.TeamName, w.EnterpriseID, w.AppID, w.BotUserID, w.BotID,
+			appEnc, botEnc, keyID).Scan(&w.ID, &w.CreatedAt, &w.UpdatedAt)
+	})
+	switch pgCode(err) {
+	case pgInsufficient:
+		// The team's row belongs to another tenant (a race with the check
+		// above): RLS refuses the update.
+		return konstruct.Workspace{}, &konstruct.Error{Code: konstruct.ECONFLICT,
+			Message: fmt.Sprintf("team %s is already registered to another tenant", w.TeamID), Err: err}
+	case pgForeignKey:
+		return konstruct.Workspace{}, &konstruct.Error{Code: konstruct.ENOTFOUND, Message: fmt.Sprintf("no tenant %q", w.TenantID), Err: err}
+	}
+	if err != nil {
+		return konstruct.Workspace{}, wrap(err, "add workspace")
+	}
+	return w, nil
+}
+
+// RemoveWorkspace marks a workspace removed and erases its tokens; the row
+// stays for the history of its replies. ENOTFOUND if the team is unknown.
+func (s *Store) RemoveWorkspace(ctx context.Context, teamID string) error {
+	return s.SetWorkspaceStatus(ctx, teamID, konstruct.WorkspaceRemoved)
+}
+
+// SetWorkspaceStatus changes a workspace's status (e.g. revoked when Slack
+// refuses its token). Removed also erases the tokens; active again needs
+// AddWorkspace with fresh tokens if they were erased.
+func (s *Store) SetWorkspaceStatus(ctx context.Context, teamID string, st konstruct.WorkspaceStatus) error {
+	switch st {
+	case konstruct.WorkspaceActive, konstruct.WorkspaceRevoked, konstruct.WorkspaceRemoved:
+	default:
+		return konstruct.Errorf(konstruct.EINVALID, "unknown workspace status %q", st)
+	}
+	cur, err := s.TenantForTeam(ctx, teamID)
+	if err != nil {
+		return err
+	}
+	err = s.InTenant(ctx, cur.TenantID, func(tx pgx.Tx) error {
+		q := `UPDATE workspaces SET status = $2, updated_at = now() WHERE team_id = $1`
+		if st == konstruct.WorkspaceRemoved {
+			q = `UPDATE workspaces SET status = $2, updated_at = now(),
+			        app_token_enc = NULL, bot_token_enc = NULL, key_id = NULL
+			     WHERE team_id = $1`
+		}
+		tag, err := tx.Exec(ctx, q, teamID, string(st))
+		if err == nil && tag.RowsAffected() == 0 {
+			err = pgx.ErrNoRows
+		}
+		return err
+	})
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return &konstruct.Error{Code: konstruct.ENOTFOUND, Message: fmt.Sprintf("no workspace with team id %q", teamID), Err: err}
+	case pgCode(err) == pgCheckViolation:
+		return &konstruct.Error{Code: konstruct.EINVALID,
+			Message: fmt.Sprintf("workspace %s was removed and has no tokens: add it again with `konstruct workspace add`", teamID), Err: err}
+	}
+	return wrap(err, "set workspace status")
+}
+
+// TenantForTeam resolves an event's team to its workspace: TenantID, ID,
+// TeamID, BotUserID, BotID and Status only. ENOTFOUND if unknown.
+func (s *Store) TenantForTeam(ctx context.Context, teamID string) (konstruct.Workspace, error) {
+	var w konstruct.Workspace
+	err := s.pool.QueryRow(ctx,
+		`SELECT tenant_id, id, team_id, bot_user_id, bot_id, status FROM konstruct_workspace_for_team($1)`,
+		teamID).Scan(&w.TenantID, &w.ID, &w.TeamID, &w.BotUserID, &w.BotID, &w.Status)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return konstruct.Workspace{}, &konstruct.Error{Code: konstruct.ENOTFOUND, Message: fmt.Sprintf("no workspace with team id %q", teamID), Err: err}
+	}
+	if err != nil {
+		return konstruct.Workspace{}, wrap(err, "workspace for team")
+	}
+	return w, nil
+}
+
+// ListWorkspaces lists every tenant's workspaces, without tokens (admin CLI).
+func (s *Store) ListWorkspaces(ctx context.Context) ([]konstruct.Workspace, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT id, tenant_id, team_id, team_name, enterprise_id, app_id, bot_user_id, bot_id,
+		       status, created_at, updated_at
+		FROM konstruct_workspaces()`)
+	if err != nil {
+		return nil, wrap(err, "list workspaces")
+	}
+	ws, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (konstruct.Workspace, error) {
+		var w konstruct.Workspace
+		err := row.Scan(&w.ID, &w.TenantID, &w.TeamID, &w.TeamName, &w.EnterpriseID, &w.AppID,
+			&w.BotUserID, &w.BotID, &w.Status, &w.CreatedAt, &w.UpdatedAt)
+		return w, err
+	})
+	return ws, wrap(err, "list workspaces")
+}
+
+// ActiveWorkspaces lists every tenant's active workspaces with decrypted
+// tokens, for the gateway. A token that cannot be decrypted fails the whole
+// call, naming the team and key id (never the token).
+func (s *Store) ActiveWorkspaces(ctx context.Context) ([]konstruct.Workspace, error) {
+	if err := s.needBox("reading workspace tokens"); err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT id, tenant_id, team_id, team_name, enterprise_id, app_id, bot_user_id, bot_id,
+		       app_token_enc, bot_token_enc, key_id, status, created_at, updated_at
+		FROM konstruct_active_workspaces()`)
+	if err != nil {
+		return nil, wrap(err, "active workspaces")
+	}
+	ws, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (konstruct.Workspace, error) {
+		var (
+			w              konstruct.Workspace
+			appEnc, botEnc []byte
+			keyID          string
+		)
+		if err := row.Scan(&w.ID, &w.TenantID, &w.TeamID, &w.TeamName, &w.EnterpriseID, &w.AppID,
+			&w.BotUserID, &w.BotID, &appEnc, &botEnc, &keyID, &w.Status, &w.CreatedAt, &w.UpdatedAt); err != nil {
+			return w, err
+		}
+		app, err := s.box.Open(appEnc, keyID)
+		if err != nil {
+			return w, s.openError(w.TeamID, err)
+		}
+		bot, err := s.box.Open(botEnc, keyID)
+		if err != nil {
+			return w, s.openError(w.TeamID, err)
+		}
+		w.AppToken, w.BotToken = string(app), string(bot)
+		return w, nil
+	})
+	if err != nil {
+		return nil, wrap(err, "active workspaces")
+	}
+	return ws, nil
+}
+
+func (s *Store) openError(teamID string, err error) error {
+	return &konstruct.Error{Code: konstruct.EINVALID,
+		Message: fmt.Sprintf("cannot decrypt the tokens of workspace %s: %s (is secret_key the key they were stored with?)", teamID, konstruct.Redact(err.Error())),
+		Err:     err}
+}
+
+// RekeyWorkspaces re-seals every workspace's tokens that are not under the
+// current key (after a rotation: new secret_key, old one listed as previous)
+// and returns how many it re-sealed. Each tenant is re-keyed in its own
+// transaction.
+func (s *Store) RekeyWorkspaces(ctx context.Context) (int, error) {
+	if err := s.needBox("re-keying workspaces"); err != nil {
+		return 0, err
+	}
+	tenants, err := s.ListTenants(ctx)
+	if err != nil {
+		return 0, err
+	}
+	current := s.box.CurrentKeyID()
+	total := 0
+	for _, t := range tenants {
+		err := s.InTenant(ctx, t.ID, func(tx pgx.Tx) error {
+			type sealed struct {
+				id, team, keyID string
+				app, bot        []byte
+			}
+			rows, err := tx.Query(ctx, `
+				SELECT id, team_id, key_id, app_token_enc, bot_token_enc FROM workspaces
+				WHERE key_id IS NOT NULL AND key_id <> $1 FOR UPDATE`, current)
+			if err != nil {
+				return err
+			}
+			old, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (sealed, error) {
+				var w sealed
+				err := row.Scan(&w.id, &w.team, &w.keyID, &w.app, &w.bot)
+				return w, err
+			})
+			if err != nil {
+				return err
+			}
+			for _, w := range old {
+				app, err := s.box.Open(w.app, w.keyID)
+				if err != nil {
+					return s.openError(w.team, err)
+				}
+				bot, err := s.box.Open(w.bot, w.keyID)
+				if err != nil {
+					return s.openError(w.team, err)
+				}
+				appEnc, keyID, err := s.box.Seal(app)
+				if err != nil {
+					return err
+				}
+				botEnc, _, err := s.box.Seal(bot)
+				if err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx,
+					`UPDATE workspaces SET app_token_enc = $2, bot_token_enc = $3, key_id = $4, updated_at = now() WHERE id = $1`,
+					w.id, appEnc, botEnc, keyID); err != nil {
+					return err
+				}
+			}
+			total += len(old)
+			return nil
+		})
+		if err != nil {
+			return total, wrap(err, "rekey workspaces of tenant "+t.Slug)
+		}
+	}
+	if total > 0 {
+		s.logger.Info("workspace tokens re-sealed", "count", total, "key_id", current)
+	}
+	return total, nil
+}
