@@ -296,7 +296,7 @@ func TestManagerRevokedTokenMarkedOthersUnaffected(t *testing.T) {
 func TestManagerReconnectsWithoutLoss(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name  string
+		name   string
 		break_ func(sim *slacksim.Server, appID string)
 	}{
 		{"refresh_requested", func(sim *slacksim.Server, appID string) { sim.Disconnect(appID, "refresh_requested") }},

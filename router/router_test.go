@@ -1,0 +1,481 @@
+package router_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/konstruct/konstruct"
+	"github.com/konstruct/konstruct/internal/testenv"
+	"github.com/konstruct/konstruct/router"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// fakeSlack records the router's Slack writes.
+type fakeSlack struct {
+	mu         sync.Mutex
+	posts      []string // channel/thread: text
+	updates    []string // ts: text
+	ephemerals []string // user@thread: text
+	deletes    []string
+	postErr    error
+	n          int
+}
+
+func (f *fakeSlack) PostText(_ context.Context, _, channel, thread, text string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.postErr != nil {
+		return "", f.postErr
+	}
+	f.n++
+	f.posts = append(f.posts, channel+"/"+thread+": "+text)
+	return fmt.Sprintf("9%d.000000", f.n), nil
+}
+
+func (f *fakeSlack) UpdateText(_ context.Context, _, _, ts, text string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.updates = append(f.updates, ts+": "+text)
+	return nil
+}
+
+func (f *fakeSlack) PostEphemeral(_ context.Context, _, _, user, thread, text string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ephemerals = append(f.ephemerals, user+"@"+thread+": "+text)
+	return nil
+}
+
+func (f *fakeSlack) Delete(_ context.Context, _, _, ts string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.deletes = append(f.deletes, ts)
+	return nil
+}
+
+func (f *fakeSlack) writes() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.posts) + len(f.updates) + len(f.ephemerals) + len(f.deletes)
+}
+
+// fakeEnqueuer records jobs; fail makes the next calls fail.
+type fakeEnqueuer struct {
+	mu   sync.Mutex
+	jobs []konstruct.ReplyJob
+	seen map[string]bool
+	fail int // how many calls fail (-1: all)
+}
+
+func (f *fakeEnqueuer) Enqueue(_ context.Context, job konstruct.ReplyJob) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != 0 {
+		if f.fail > 0 {
+			f.fail--
+		}
+		return errors.New("dial tcp: connection refused")
+	}
+	id := router.TaskID(job.Message)
+	if f.seen[id] {
+		return router.ErrDuplicate
+	}
+	if f.seen == nil {
+		f.seen = map[string]bool{}
+	}
+	f.seen[id] = true
+	f.jobs = append(f.jobs, job)
+	return nil
+}
+
+func (f *fakeEnqueuer) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.jobs)
+}
+
+// fakeTenants is a team → workspace table.
+type fakeTenants struct {
+	mu    sync.Mutex
+	teams map[string]konstruct.Workspace
+	calls int
+}
+
+func (f *fakeTenants) TenantForTeam(_ context.Context, team string) (konstruct.Workspace, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	w, ok := f.teams[team]
+	if !ok {
+		return konstruct.Workspace{}, konstruct.Errorf(konstruct.ENOTFOUND, "no team %s", team)
+	}
+	return w, nil
+}
+
+const (
+	team    = "T1"
+	tenant  = "tenant-1"
+	botUser = "UBOT"
+	human   = "UHUMAN"
+)
+
+type unit struct {
+	r       *router.Router
+	slack   *fakeSlack
+	enq     *fakeEnqueuer
+	tenants *fakeTenants
+	threads *router.Threads
+	redis   *testenv.Redis
+}
+
+func newUnit(t *testing.T, cfg router.Config) *unit {
+	t.Helper()
+	rd := testenv.NewRedis(t)
+	u := &unit{
+		slack:   &fakeSlack{},
+		enq:     &fakeEnqueuer{},
+		tenants: &fakeTenants{teams: map[string]konstruct.Workspace{team: {TenantID: tenant, TeamID: team, BotUserID: botUser, Status: konstruct.WorkspaceActive}}},
+		threads: router.NewThreads(rd.Client, rd.Prefix, time.Minute),
+		redis:   rd,
+	}
+	cfg.Prefix = rd.Prefix
+	if cfg.PerMinute == 0 {
+		cfg.PerMinute = 1000
+	}
+	u.r = router.New(cfg, router.Deps{Tenants: u.tenants, Slack: u.slack, Enqueuer: u.enq, Redis: rd.Client, Threads: u.threads})
+	return u
+}
+
+var tsSeq struct {
+	sync.Mutex
+	n int
+}
+
+func nextTS() string {
+	tsSeq.Lock()
+	defer tsSeq.Unlock()
+	tsSeq.n++
+	return fmt.Sprintf("17000%05d.000100", tsSeq.n)
+}
+
+func msg(mod func(*konstruct.Message)) konstruct.Message {
+	ts := nextTS()
+	m := konstruct.Message{TeamID: team, EventID: "Ev" + ts, EventType: "message", ChannelID: "C1",
+		ChannelType: konstruct.ChannelPublic, User: human, Text: "hi", TS: ts, ReceivedAt: time.Now()}
+	if mod != nil {
+		mod(&m)
+	}
+	m.ID = m.TeamID + "/" + m.ChannelID + "/" + m.TS
+	return m
+}
+
+func mention(m *konstruct.Message) { m.EventType, m.IsMention, m.ChannelType = "app_mention", true, "" }
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestRouteDecisions(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		msg    konstruct.Message
+		engage bool
+		want   router.Outcome
+	}{
+		{"mention", msg(mention), false, router.Enqueued},
+		{"DM without mention", msg(func(m *konstruct.Message) { m.ChannelType, m.IsDM, m.ChannelID = konstruct.ChannelIM, true, "D1" }), false, router.Enqueued},
+		{"top-level without mention", msg(nil), false, router.NotAddressed},
+		{"unengaged thread", msg(func(m *konstruct.Message) { m.ThreadTS = "1.0" }), false, router.NotAddressed},
+		{"engaged thread", msg(func(m *konstruct.Message) { m.ThreadTS = "1.0" }), true, router.Enqueued},
+		{"group DM without mention", msg(func(m *konstruct.Message) { m.ChannelType = konstruct.ChannelMPIM }), false, router.NotAddressed},
+		{"other bot", msg(func(m *konstruct.Message) { mention(m); m.BotID = "B2" }), false, router.Bot},
+		{"bot_message", msg(func(m *konstruct.Message) { m.SubType, m.User = "bot_message", "" }), false, router.Bot},
+		{"own user", msg(func(m *konstruct.Message) { m.IsDM, m.User = true, botUser }), false, router.Bot},
+		{"edit", msg(func(m *konstruct.Message) { m.IsDM, m.SubType = true, "message_changed" }), false, router.Edit},
+		{"delete", msg(func(m *konstruct.Message) { m.IsDM, m.SubType, m.User = true, "message_deleted", "" }), false, router.Delete},
+		{"join", msg(func(m *konstruct.Message) { m.SubType = "channel_join" }), false, router.Join},
+		{"topic", msg(func(m *konstruct.Message) { m.SubType = "channel_topic" }), false, router.IgnoredSubtype},
+		{"thread broadcast in engaged thread", msg(func(m *konstruct.Message) { m.SubType, m.ThreadTS = "thread_broadcast", "2.0" }), true, router.Enqueued},
+		{"unknown workspace", msg(func(m *konstruct.Message) { mention(m); m.TeamID = "T-unknown" }), false, router.UnknownWorkspace},
+		{"no user", msg(func(m *konstruct.Message) { mention(m); m.User = "" }), false, router.Invalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			u := newUnit(t, router.Config{})
+			ctx := ctxT(t)
+			if tt.engage {
+				if err := u.threads.Engage(ctx, tenant, tt.msg.ChannelID, tt.msg.ThreadTS); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := u.r.Route(ctx, tt.msg)
+			if err != nil || got != tt.want {
+				t.Fatalf("Route = %q, %v; want %q", got, err, tt.want)
+			}
+			wantJobs, wantWrites := 0, 0
+			if tt.want == router.Enqueued {
+				wantJobs, wantWrites = 1, 1
+			}
+			if u.enq.count() != wantJobs || u.slack.writes() != wantWrites {
+				t.Fatalf("%d jobs, %d Slack writes; want %d, %d", u.enq.count(), u.slack.writes(), wantJobs, wantWrites)
+			}
+			if wantJobs == 1 {
+				job := u.enq.jobs[0]
+				if job.Message.TenantID != tenant || job.PlaceholderTS == "" || job.EnqueuedAt.IsZero() {
+					t.Errorf("job %+v", job)
+				}
+				if want := "C1/" + tt.msg.ReplyThreadTS() + ": Thinking..."; tt.msg.ChannelID == "C1" && u.slack.posts[0] != want {
+					t.Errorf("placeholder %q, want %q", u.slack.posts[0], want)
+				}
+			}
+		})
+	}
+}
+
+func TestRouteDedupe(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		engage bool
+		order  []string // which twin arrives when: "mention", "message", "retry"
+		want   []router.Outcome
+	}{
+		{"retry of the mention", false, []string{"mention", "retry"}, []router.Outcome{router.Enqueued, router.Duplicate}},
+		{"twin not for us first does not block the mention", false, []string{"message", "mention"}, []router.Outcome{router.NotAddressed, router.Enqueued}},
+		{"mention first", false, []string{"mention", "message"}, []router.Outcome{router.Enqueued, router.NotAddressed}},
+		{"engaged thread: both addressed, one task", true, []string{"message", "mention", "retry"}, []router.Outcome{router.Enqueued, router.Duplicate, router.Duplicate}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			u := newUnit(t, router.Config{})
+			ctx := ctxT(t)
+			base := msg(nil)
+			if tt.engage {
+				base.ThreadTS = "1.0"
+				_ = u.threads.Engage(ctx, tenant, base.ChannelID, base.ThreadTS)
+			}
+			twin := map[string]konstruct.Message{}
+			m := base
+			mention(&m)
+			m.EventID = base.EventID + "-mention"
+			twin["mention"] = m
+			twin["message"] = base
+			r := m
+			r.RetryAttempt = 1
+			twin["retry"] = r
+			for i, which := range tt.order {
+				got, err := u.r.Route(ctx, twin[which])
+				if err != nil || got != tt.want[i] {
+					t.Fatalf("%s: Route = %q, %v; want %q", which, got, err, tt.want[i])
+				}
+			}
+			if u.enq.count() != 1 || len(u.slack.posts) != 1 {
+				t.Fatalf("%d jobs, %d placeholders; want 1, 1", u.enq.count(), len(u.slack.posts))
+			}
+		})
+	}
+}
+
+func TestRouteRateLimit(t *testing.T) {
+	t.Parallel()
+	u := newUnit(t, router.Config{PerMinute: 2})
+	ctx := ctxT(t)
+	for i, want := range []router.Outcome{router.Enqueued, router.Enqueued, router.RateLimited} {
+		got, err := u.r.Route(ctx, msg(mention))
+		if err != nil || got != want {
+			t.Fatalf("#%d: %q, %v; want %q", i, got, err, want)
+		}
+	}
+	// Another channel has its own budget; a thread reply gets the notice in the thread.
+	if got, _ := u.r.Route(ctx, msg(func(m *konstruct.Message) { mention(m); m.ChannelID = "C2" })); got != router.Enqueued {
+		t.Fatalf("other channel: %q", got)
+	}
+	reply := msg(func(m *konstruct.Message) { mention(m); m.ThreadTS = "5.0" })
+	if got, _ := u.r.Route(ctx, reply); got != router.RateLimited {
+		t.Fatalf("thread reply: %q", got)
+	}
+	if u.enq.count() != 3 || len(u.slack.ephemerals) != 2 {
+		t.Fatalf("%d jobs, ephemerals %q", u.enq.count(), u.slack.ephemerals)
+	}
+	if e := u.slack.ephemerals[0]; !strings.HasPrefix(e, human+"@: I'm receiving too many requests right now — please try again in ") || !strings.HasSuffix(e, " seconds.") {
+		t.Errorf("ephemeral %q", e)
+	}
+	if e := u.slack.ephemerals[1]; !strings.HasPrefix(e, human+"@5.0: ") {
+		t.Errorf("thread ephemeral %q", e)
+	}
+	// Keys live under the prefix, namespaced by tenant; none is left outside.
+	if n, _ := u.redis.Client.Exists(ctx, u.redis.Prefix+tenant+":ratelimit:C1").Result(); n != 1 {
+		t.Error("rate limit key not under {prefix}{tenant}:ratelimit:")
+	}
+	if keys, _ := u.redis.Client.Keys(ctx, "rate:"+u.redis.Prefix+"*").Result(); len(keys) > 0 {
+		t.Errorf("keys outside the prefix: %v", keys)
+	}
+}
+
+func TestRateLimitText(t *testing.T) {
+	t.Parallel()
+	for d, want := range map[time.Duration]string{
+		0:                      "1 second.",
+		1500 * time.Millisecond: "2 seconds.",
+		30 * time.Second:       "30 seconds.",
+	} {
+		if got := router.RateLimitText(d); !strings.HasSuffix(got, "please try again in "+want) {
+			t.Errorf("RateLimitText(%v) = %q", d, got)
+		}
+	}
+}
+
+func TestEnqueueRetries(t *testing.T) {
+	t.Parallel()
+	t.Run("recovers", func(t *testing.T) {
+		t.Parallel()
+		u := newUnit(t, router.Config{EnqueueRetryFor: 5 * time.Second})
+		u.enq.fail = 2
+		if got, err := u.r.Route(ctxT(t), msg(mention)); got != router.Enqueued || err != nil {
+			t.Fatalf("Route = %q, %v", got, err)
+		}
+		if len(u.slack.posts) != 1 || len(u.slack.updates) != 0 {
+			t.Errorf("posts %q updates %q", u.slack.posts, u.slack.updates)
+		}
+	})
+	t.Run("stays down: the placeholder says so", func(t *testing.T) {
+		t.Parallel()
+		u := newUnit(t, router.Config{EnqueueRetryFor: 400 * time.Millisecond})
+		u.enq.fail = -1
+		start := time.Now()
+		got, err := u.r.Route(ctxT(t), msg(mention))
+		if got != router.EnqueueFailed || err == nil {
+			t.Fatalf("Route = %q, %v", got, err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("gave up after %v", d)
+		}
+		if len(u.slack.updates) != 1 || !strings.HasSuffix(u.slack.updates[0], router.TextEnqueueFailed) {
+			t.Errorf("updates %q", u.slack.updates)
+		}
+	})
+	t.Run("no placeholder: still enqueued", func(t *testing.T) {
+		t.Parallel()
+		u := newUnit(t, router.Config{})
+		u.slack.postErr = errors.New("slack down")
+		if got, err := u.r.Route(ctxT(t), msg(mention)); got != router.Enqueued || err != nil {
+			t.Fatalf("Route = %q, %v", got, err)
+		}
+		if job := u.enq.jobs[0]; job.PlaceholderTS != "" {
+			t.Errorf("placeholder %q", job.PlaceholderTS)
+		}
+	})
+	t.Run("duplicate task: our placeholder is removed", func(t *testing.T) {
+		t.Parallel()
+		u := newUnit(t, router.Config{})
+		m := msg(mention)
+		m2 := m
+		m2.EventID += "-other-daemon"
+		// The other daemon's dedupe keys were lost (Redis flushed); the
+		// task id still refuses the second enqueue.
+		if got, _ := u.r.Route(ctxT(t), m); got != router.Enqueued {
+			t.Fatal(got)
+		}
+		u.redis.Client.Del(ctxT(t), u.r.Key(tenant, "post", m.ChannelID+":"+m.TS))
+		if got, _ := u.r.Route(ctxT(t), m2); got != router.Duplicate {
+			t.Fatalf("Route = %q", got)
+		}
+		if len(u.slack.deletes) != 1 || u.enq.count() != 1 {
+			t.Errorf("deletes %q, %d jobs", u.slack.deletes, u.enq.count())
+		}
+	})
+}
+
+func TestTenantCache(t *testing.T) {
+	t.Parallel()
+	u := newUnit(t, router.Config{TenantTTL: 300 * time.Millisecond})
+	ctx := ctxT(t)
+	dm := func() konstruct.Message {
+		return msg(func(m *konstruct.Message) { m.IsDM, m.ChannelType, m.ChannelID = true, konstruct.ChannelIM, "D1" })
+	}
+	for range 3 {
+		_, _ = u.r.Route(ctx, dm())
+	}
+	if u.tenants.calls != 1 {
+		t.Errorf("%d lookups for 3 messages, want 1 (cached)", u.tenants.calls)
+	}
+	u.tenants.mu.Lock()
+	delete(u.tenants.teams, team)
+	u.tenants.mu.Unlock()
+	u.r.InvalidateTenants()
+	if got, _ := u.r.Route(ctx, dm()); got != router.UnknownWorkspace {
+		t.Errorf("after remove + invalidate: %q", got)
+	}
+	// Without invalidation, the TTL bounds how long a change goes unseen.
+	u.tenants.mu.Lock()
+	u.tenants.teams[team] = konstruct.Workspace{TenantID: tenant, TeamID: team, BotUserID: botUser}
+	u.tenants.mu.Unlock()
+	time.Sleep(350 * time.Millisecond)
+	if got, _ := u.r.Route(ctx, dm()); got != router.Enqueued {
+		t.Errorf("after re-add and TTL: %q", got)
+	}
+	u.tenants.mu.Lock()
+	u.tenants.teams[team] = konstruct.Workspace{TenantID: tenant, TeamID: team, Status: konstruct.WorkspaceRevoked}
+	u.tenants.mu.Unlock()
+	u.r.InvalidateTenants()
+	if got, _ := u.r.Route(ctx, dm()); got != router.UnknownWorkspace {
+		t.Errorf("revoked workspace: %q", got)
+	}
+}
+
+func TestRunDrainsQueueOnShutdown(t *testing.T) {
+	t.Parallel()
+	u := newUnit(t, router.Config{Workers: 3})
+	events := make(chan konstruct.Message, 50)
+	for range 50 {
+		events <- msg(func(m *konstruct.Message) { m.IsDM, m.ChannelType, m.ChannelID = true, konstruct.ChannelIM, "D1" })
+	}
+	close(events)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // shutdown already began: what was acked is still routed
+	if err := u.r.Run(ctx, events); err != nil {
+		t.Fatal(err)
+	}
+	if n := u.enq.count(); n != 50 {
+		t.Fatalf("%d of 50 queued messages enqueued", n)
+	}
+}
+
+func BenchmarkRoute(b *testing.B) {
+	rd := testenv.NewRedis(b)
+	tenants := &fakeTenants{teams: map[string]konstruct.Workspace{team: {TenantID: tenant, TeamID: team, BotUserID: botUser}}}
+	r := router.New(router.Config{Prefix: rd.Prefix, PerMinute: 1 << 30}, router.Deps{
+		Tenants: tenants, Slack: &fakeSlack{}, Enqueuer: &fakeEnqueuer{}, Redis: rd.Client,
+		Threads: router.NewThreads(rd.Client, rd.Prefix, time.Minute),
+	})
+	ctx := context.Background()
+	b.Run("mention", func(b *testing.B) {
+		for b.Loop() {
+			if out, err := r.Route(ctx, msg(mention)); out != router.Enqueued {
+				b.Fatal(out, err)
+			}
+		}
+	})
+	b.Run("not_addressed", func(b *testing.B) {
+		for b.Loop() {
+			if out, _ := r.Route(ctx, msg(nil)); out != router.NotAddressed {
+				b.Fatal(out)
+			}
+		}
+	})
+}

@@ -1,0 +1,74 @@
+package router
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/konstruct/konstruct"
+)
+
+// tenantCache remembers team → workspace answers (found or not) for a short
+// TTL, so a removed workspace is not served for longer than that even when
+// nobody calls invalidate.
+type tenantCache struct {
+	src TenantResolver
+	ttl time.Duration
+
+	mu      sync.Mutex
+	gen     uint64 // bumped by invalidate: fetches started before it are not stored
+	entries map[string]tenantEntry
+}
+
+type tenantEntry struct {
+	ws    konstruct.Workspace
+	found bool
+	at    time.Time
+}
+
+func newTenantCache(src TenantResolver, ttl time.Duration) *tenantCache {
+	return &tenantCache{src: src, ttl: ttl, entries: map[string]tenantEntry{}}
+}
+
+func (c *tenantCache) invalidate() {
+	c.mu.Lock()
+	c.gen++
+	clear(c.entries)
+	c.mu.Unlock()
+}
+
+// get returns the active workspace of a team, ENOTFOUND when there is none.
+func (c *tenantCache) get(ctx context.Context, teamID string) (konstruct.Workspace, error) {
+	c.mu.Lock()
+	e, ok := c.entries[teamID]
+	gen := c.gen
+	c.mu.Unlock()
+	if ok && time.Since(e.at) < c.ttl {
+		return e.result(teamID)
+	}
+	if c.src == nil {
+		return konstruct.Workspace{}, konstruct.Errorf(konstruct.ENOTFOUND, "no tenant resolver")
+	}
+	ws, err := c.src.TenantForTeam(ctx, teamID)
+	found := err == nil && (ws.Status == "" || ws.Status == konstruct.WorkspaceActive)
+	if err != nil && konstruct.ErrorCode(err) != konstruct.ENOTFOUND {
+		return konstruct.Workspace{}, err
+	}
+	e = tenantEntry{ws: ws, found: found, at: time.Now()}
+	c.mu.Lock()
+	if c.gen == gen {
+		if len(c.entries) >= 100000 {
+			clear(c.entries)
+		}
+		c.entries[teamID] = e
+	}
+	c.mu.Unlock()
+	return e.result(teamID)
+}
+
+func (e tenantEntry) result(teamID string) (konstruct.Workspace, error) {
+	if !e.found {
+		return konstruct.Workspace{}, konstruct.Errorf(konstruct.ENOTFOUND, "workspace %s is not installed", teamID)
+	}
+	return e.ws, nil
+}
