@@ -107,7 +107,7 @@ func (b *Box) Seal(plaintext []byte) ([]byte, string, error) {
 func (b *Box) Open(ciphertext []byte, keyID string) ([]byte, error) {
 	aead, ok := b.aeads[keyID]
 	if !ok {
-		return nil, fmt.Errorf("%w %q: add the key that sealed it to the previous secret keys (current key is %q)", ErrUnknownKey, keyID, b.current)
+		return nil, fmt.Errorf("%w %q: list the key that sealed it in secret_key_previous (current key is %q)", ErrUnknownKey, keyID, b.current)
 	}
 	n := aead.NonceSize()
 	if len(ciphertext) < n+aead.Overhead() {

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/konstruct/konstruct"
+	"github.com/konstruct/konstruct/secret"
 )
 
 func (s *Store) needBox(what string) error {
@@ -177,11 +178,11 @@ func (s *Store) ActiveWorkspaces(ctx context.Context) ([]konstruct.Workspace, er
 		}
 		app, err := s.box.Open(appEnc, keyID)
 		if err != nil {
-			return w, s.openError(w.TeamID, err)
+			return w, s.openError(w.TeamID, keyID, err)
 		}
 		bot, err := s.box.Open(botEnc, keyID)
 		if err != nil {
-			return w, s.openError(w.TeamID, err)
+			return w, s.openError(w.TeamID, keyID, err)
 		}
 		w.AppToken, w.BotToken = string(app), string(bot)
 		return w, nil
@@ -192,10 +193,16 @@ func (s *Store) ActiveWorkspaces(ctx context.Context) ([]konstruct.Workspace, er
 	return ws, nil
 }
 
-func (s *Store) openError(teamID string, err error) error {
-	return &konstruct.Error{Code: konstruct.EINVALID,
-		Message: fmt.Sprintf("cannot decrypt the tokens of workspace %s: %s (is secret_key the key they were stored with?)", teamID, konstruct.Redact(err.Error())),
-		Err:     err}
+func (s *Store) openError(teamID, keyID string, err error) error {
+	msg := fmt.Sprintf("cannot decrypt the tokens of workspace %s", teamID)
+	switch {
+	case errors.Is(err, secret.ErrUnknownKey):
+		msg += fmt.Sprintf(": they were sealed with key %s, which is neither secret_key (key %s) nor in secret_key_previous; add the key they were stored with to secret_key_previous",
+			keyID, s.box.CurrentKeyID())
+	case errors.Is(err, secret.ErrDecrypt):
+		msg += fmt.Sprintf(": they do not authenticate under key %s (altered in the database?); add the workspace again", keyID)
+	}
+	return &konstruct.Error{Code: konstruct.EINVALID, Message: msg, Err: err}
 }
 
 // RekeyWorkspaces re-seals every workspace's tokens that are not under the
@@ -213,6 +220,7 @@ func (s *Store) RekeyWorkspaces(ctx context.Context) (int, error) {
 	current := s.box.CurrentKeyID()
 	total := 0
 	for _, t := range tenants {
+		n := 0
 		err := s.InTenant(ctx, t.ID, func(tx pgx.Tx) error {
 			type sealed struct {
 				id, team, keyID string
@@ -235,11 +243,11 @@ func (s *Store) RekeyWorkspaces(ctx context.Context) (int, error) {
 			for _, w := range old {
 				app, err := s.box.Open(w.app, w.keyID)
 				if err != nil {
-					return s.openError(w.team, err)
+					return s.openError(w.team, w.keyID, err)
 				}
 				bot, err := s.box.Open(w.bot, w.keyID)
 				if err != nil {
-					return s.openError(w.team, err)
+					return s.openError(w.team, w.keyID, err)
 				}
 				appEnc, keyID, err := s.box.Seal(app)
 				if err != nil {
@@ -255,12 +263,13 @@ func (s *Store) RekeyWorkspaces(ctx context.Context) (int, error) {
 					return err
 				}
 			}
-			total += len(old)
+			n = len(old)
 			return nil
 		})
 		if err != nil {
 			return total, wrap(err, "rekey workspaces of tenant "+t.Slug)
 		}
+		total += n
 	}
 	if total > 0 {
 		s.logger.Info("workspace tokens re-sealed", "count", total, "key_id", current)
