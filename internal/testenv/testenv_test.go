@@ -42,7 +42,9 @@ func TestRedisCleanup(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	var r *testenv.Redis
-	keys := func(r *testenv.Redis) []string { return []string{r.Prefix + "a", r.Prefix + "b:c", "asynq:{" + r.Prefix + "replies}:pending"} }
+	keys := func(r *testenv.Redis) []string {
+		return []string{r.Prefix + "a", r.Prefix + "b:c", "asynq:{" + r.Prefix + "replies}:pending"}
+	}
 	t.Run("use", func(t *testing.T) {
 		r = testenv.NewRedis(t)
 		for _, k := range keys(r) {
