@@ -249,7 +249,7 @@ func (w *Server) generate(ctx, parent context.Context, j *job) error {
 		func(d string) error { st.add(d); return nil })
 	st.close()
 	if native != nil {
-		if ts, _, _ := native.state(); ts != "" {
+		if ts := native.streamTS(); ts != "" {
 			j.p.StreamTS = ts
 			w.stopStream(ctx, m.TeamID, m.ChannelID, ts)
 		}
@@ -441,7 +441,15 @@ func (w *Server) failed(ctx context.Context, j *job, err error) error {
 	if ctx.Err() != nil || errors.Is(err, errLocked) {
 		return err
 	}
-	if !w.lastChance(ctx, j) || j.p == nil || j.p.mainTS() == "" {
+	if !w.lastChance(ctx, j) {
+		return err
+	}
+	if j.p == nil {
+		// Redis could not tell where the reply stands; the router's
+		// placeholder is still worth resolving.
+		j.p = &progress{PlaceholderTS: j.PlaceholderTS}
+	}
+	if j.p.mainTS() == "" {
 		return err
 	}
 	text := textInternal

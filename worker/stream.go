@@ -96,7 +96,13 @@ func (t *teamBudget) tryIntermediate(method string) bool {
 	return lim.Allow()
 }
 
-// waitFinal waits until a write that must land may go.
+// maxFinalWait bounds how long a final write waits for the budget: past
+// it the write goes anyway (the debt holds intermediate edits back), since
+// an answer held back is worse than a possible 429, which is then honoured.
+const maxFinalWait = 2 * time.Second
+
+// waitFinal waits until a write that must land may go: after any
+// Retry-After, and for its share of the budget up to maxFinalWait.
 func (t *teamBudget) waitFinal(ctx context.Context, method string) error {
 	if d := t.blockedFor(method); d > 0 {
 		if !sleep(ctx, d) {
@@ -104,7 +110,9 @@ func (t *teamBudget) waitFinal(ctx context.Context, method string) error {
 		}
 	}
 	if lim := t.limiters[method]; lim != nil {
-		return lim.Wait(ctx)
+		if d := lim.Reserve().Delay(); d > 0 && !sleep(ctx, min(d, maxFinalWait)) {
+			return ctx.Err()
+		}
 	}
 	return nil
 }
@@ -181,13 +189,11 @@ func (e *editor) run(ctx context.Context) {
 		if err != nil {
 			if d, ok := bot.RetryAfter(err); ok {
 				e.tb.block(methodUpdate, d)
-				e.rateLimited++
 			} else if ctx.Err() == nil {
 				e.w.log.LogAttrs(ctx, slog.LevelDebug, "intermediate edit failed", slog.String("error", err.Error()))
 			}
 			continue
 		}
-		e.edits++
 		shown = text
 	}
 }
@@ -246,11 +252,11 @@ func (n *nativeStreamer) close() {
 	<-n.done
 }
 
-// streamTS returns the streamed message's ts and the text not sent into it.
-func (n *nativeStreamer) state() (ts string, sent int, failed bool) {
+// streamTS returns the streamed message's ts ("" if none was started).
+func (n *nativeStreamer) streamTS() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.ts, n.sent, n.failed
+	return n.ts
 }
 
 func (n *nativeStreamer) run(ctx context.Context) {
@@ -294,7 +300,6 @@ func (n *nativeStreamer) run(ctx context.Context) {
 		if err != nil {
 			if d, ok := bot.RetryAfter(err); ok {
 				n.tb.block(methodAppend, d)
-				n.rateLimited++
 				continue
 			}
 			if ctx.Err() == nil {
@@ -305,7 +310,6 @@ func (n *nativeStreamer) run(ctx context.Context) {
 			}
 			continue
 		}
-		n.appendsSent++
 		n.mu.Lock()
 		n.pending = n.pending[len(chunk):]
 		n.sent += utf8.RuneCountInString(chunk)

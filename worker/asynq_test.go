@@ -1,0 +1,115 @@
+package worker
+
+import (
+	"encoding/json"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/konstruct/konstruct"
+	"github.com/konstruct/konstruct/llm/llmfake"
+	"github.com/konstruct/konstruct/slacksim"
+)
+
+// enqueue puts a job on the queue the way the router does.
+func (e *env) enqueue(job konstruct.ReplyJob) {
+	e.t.Helper()
+	opt, err := asynq.ParseRedisURI(e.rdb.URL)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	c := asynq.NewClient(opt)
+	defer c.Close()
+	payload, _ := json.Marshal(job)
+	if _, err := c.EnqueueContext(ctxT(e.t), asynq.NewTask(konstruct.TaskReplyGenerate, payload),
+		asynq.Queue(e.rdb.Prefix+"replies"), asynq.TaskID(job.Message.TenantID+":"+job.Message.EventID), asynq.MaxRetry(5)); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) startServer(shutdownTimeout time.Duration) *Server {
+	e.t.Helper()
+	opt, err := asynq.ParseRedisURI(e.rdb.URL)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cfg := e.cfg
+	cfg.RedisOpt, cfg.ShutdownTimeout, cfg.Concurrency = opt, shutdownTimeout, 4
+	w := New(cfg, Deps{Agents: e.st, Replies: e.st, Slack: e.web, LLM: e.llm, Threads: e.threads, Redis: e.rdb.Client})
+	if err := w.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(w.Shutdown)
+	return w
+}
+
+func (e *env) waitAnswer(job konstruct.ReplyJob, want string) slacksim.ThreadView {
+	e.t.Helper()
+	v, err := e.sim.WaitThread(deadline(e.t, 20*time.Second), job.Message.TeamID, job.Message.ChannelID, job.Message.TS, func(v slacksim.ThreadView) bool {
+		for _, m := range v.Messages {
+			if m.TS == job.PlaceholderTS && m.Text == want {
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		e.t.Fatalf("no answer %q: %v\n%+v", want, err, v.BotReplies())
+	}
+	return v
+}
+
+func TestThroughAsynq(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.startServer(5 * time.Second)
+	job := e.mention("via the queue", "")
+	e.enqueue(job)
+	e.waitAnswer(job, "Echo: via the queue")
+	if n := len(e.answers(job)); n != 1 {
+		t.Errorf("%d answers", n)
+	}
+}
+
+// A worker shut down mid-stream hands its task back; the next one resumes
+// in the same placeholder, and the thread shows one answer.
+func TestShutdownMidStreamThenRestart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var calls atomic.Int32
+	started := make(chan struct{})
+	e.fakes[0].SetHandler(func(llmfake.ChatRequest) llmfake.Reply {
+		if calls.Add(1) == 1 {
+			close(started)
+			return llmfake.Reply{Text: "half an answer and then nothing", TokenDelay: 10 * time.Millisecond, HangAfter: 3}
+		}
+		return llmfake.Reply{Text: "The whole answer."}
+	})
+	w1 := e.startServer(300 * time.Millisecond)
+	job := e.mention("slow one", "")
+	e.enqueue(job)
+	select {
+	case <-started:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the task never reached the LLM")
+	}
+	if _, err := e.sim.WaitThread(deadline(t, 10*time.Second), job.Message.TeamID, job.Message.ChannelID, job.Message.TS, func(v slacksim.ThreadView) bool {
+		for _, m := range v.Messages {
+			if m.TS == job.PlaceholderTS && strings.HasPrefix(m.Text, "half") {
+				return true
+			}
+		}
+		return false
+	}); err != nil {
+		t.Fatal(err)
+	}
+	w1.Shutdown()
+	e.startServer(5 * time.Second)
+	e.waitAnswer(job, "The whole answer.")
+	if n := len(e.answers(job)); n != 1 {
+		t.Errorf("%d answers", n)
+	}
+}

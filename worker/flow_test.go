@@ -1,0 +1,443 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/konstruct/konstruct"
+	"github.com/konstruct/konstruct/bot"
+	"github.com/konstruct/konstruct/llm"
+	"github.com/konstruct/konstruct/llm/llmfake"
+	"github.com/konstruct/konstruct/slacksim"
+)
+
+func TestHistoryOrderNamesAndBudget(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		budget  int
+		wantLen int // history messages between system and the question
+	}{
+		{"all fits", 6000, 4},
+		{"newest kept", 40, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, withConfig(func(c *Config) { c.HistoryTokens = tc.budget }))
+			team, ch := e.ws.TeamID, e.channel()
+			alice, bob := e.ws.UserIDs[0], e.ws.UserIDs[1]
+			root, err := e.sim.Post(team, ch, alice, "Our anvil order #42 arrived dented.", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.sim.Post(team, ch, bob, "Same here with order #43.", root); err != nil {
+				t.Fatal(err)
+			}
+			// An earlier exchange: a placeholder that became an answer, and
+			// one that became an error (left out).
+			if _, err := e.web.PostMessage(ctxT(t), team, ch, root, bot.Msg{Text: "Sorry to hear that! Send me photos of the dents."}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.web.PostMessage(ctxT(t), team, ch, root, bot.Msg{Text: textLLMDown}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.sim.Post(team, ch, alice, "Photos are attached above.", root); err != nil {
+				t.Fatal(err)
+			}
+			job := e.mention("so, refund or replacement?", root)
+			e.handle(job)
+
+			msgs := e.fakes[0].Requests()[0].Messages
+			hist := msgs[1 : len(msgs)-1]
+			type turn struct{ role, content string }
+			all := []turn{
+				{"user", "Our anvil order #42 arrived dented."},
+				{"user", "Same here with order #43."},
+				{"assistant", "Sorry to hear that! Send me photos of the dents."},
+				{"user", "Photos are attached above."},
+			}
+			want := all[len(all)-tc.wantLen:]
+			if len(hist) != len(want) {
+				t.Fatalf("history %+v, want %d messages", hist, len(want))
+			}
+			for i, w := range want {
+				if hist[i].Role != w.role || hist[i].Content != w.content {
+					t.Errorf("history[%d] = %s %q, want %s %q", i, hist[i].Role, hist[i].Content, w.role, w.content)
+				}
+				if hist[i].Name == "" {
+					t.Errorf("history[%d] has no speaker name", i)
+				}
+			}
+			if tc.wantLen == 4 && (hist[0].Name == hist[1].Name || hist[2].Name != "Mara") {
+				t.Errorf("speaker names: %q %q %q", hist[0].Name, hist[1].Name, hist[2].Name)
+			}
+			if q := msgs[len(msgs)-1]; q.Content != "so, refund or replacement?" {
+				t.Errorf("question %q", q.Content)
+			}
+		})
+	}
+}
+
+func TestFallbackToSecondProvider(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		first llmfake.Reply
+	}{
+		{"500s", llmfake.Reply{Status: 500}},
+		{"first token timeout", llmfake.Reply{Text: "too late", FirstTokenDelay: 5 * time.Second}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, withProviders(2), withTimeouts(llm.Timeouts{FirstToken: 400 * time.Millisecond}))
+			e.fakes[0].SetHandler(func(llmfake.ChatRequest) llmfake.Reply { return tc.first })
+			e.fakes[1].SetHandler(func(llmfake.ChatRequest) llmfake.Reply { return llmfake.Reply{Text: "Answer from the backup."} })
+			job := e.mention("hello?", "")
+			e.handle(job)
+			answers := e.answers(job)
+			if len(answers) != 1 || markdownOf(t, answers[0]) != "Answer from the backup." {
+				t.Fatalf("answers %+v", answers)
+			}
+			if n := len(e.fakes[0].Requests()); n == 0 {
+				t.Error("the first provider was not tried")
+			}
+			rows := e.replies(e.tenant)
+			if len(rows) != 1 || rows[0].Provider != "p2" || rows[0].Outcome != konstruct.OutcomeAnswered {
+				t.Errorf("rows %+v", rows)
+			}
+		})
+	}
+}
+
+// streamText is an answer that streams for about d.
+func streamReply(words int, d time.Duration) llmfake.Reply {
+	var b strings.Builder
+	for i := range words {
+		fmt.Fprintf(&b, "w%d ", i)
+	}
+	return llmfake.Reply{Text: strings.TrimSpace(b.String()), TokenDelay: d / time.Duration(words)}
+}
+
+func TestEditsCoalescedUnder429Storm(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	reply := streamReply(60, 3*time.Second)
+	e.fakes[0].SetHandler(func(llmfake.ChatRequest) llmfake.Reply { return reply })
+	// Every chat.update answers 429 (Retry-After: 1 s) for the first 8 calls.
+	e.sim.InjectFault("chat.update", slacksim.Fault{Status: 429, RetryAfter: 1, Count: 8})
+	job := e.mention("talk to me", "")
+	start := time.Now()
+	e.handle(job)
+	answers := e.answers(job)
+	if len(answers) != 1 || markdownOf(t, answers[0]) != reply.Text {
+		t.Fatalf("final text did not land: %+v", answers)
+	}
+	// 3 s of streaming at most one edit per second, each 429 blocking the
+	// workspace for a second, then the final edit retried past the storm.
+	calls := e.sim.Calls("chat.update")
+	if calls > 14 {
+		t.Errorf("%d chat.update calls in %v: not coalesced", calls, time.Since(start))
+	}
+	t.Logf("%d chat.update calls, %v", calls, time.Since(start))
+}
+
+func TestEditsShareTheWorkspaceBudget(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withConfig(func(c *Config) { c.EditsPerMinute = 60 }))
+	reply := streamReply(40, 4*time.Second)
+	e.fakes[0].SetHandler(func(llmfake.ChatRequest) llmfake.Reply { return reply })
+	const n = 6
+	jobs := make([]konstruct.ReplyJob, n)
+	for i := range jobs {
+		jobs[i] = e.mention(fmt.Sprintf("question %d", i), "")
+	}
+	base := e.sim.Calls("chat.update")
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		wg.Go(func() { e.handle(j) })
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	calls := e.sim.Calls("chat.update") - base
+	// Six replies streaming 4 s each alone would make ~24 intermediate edits;
+	// sharing 60/min (burst 5, 2 kept for finals) allows ~burst + 1/s.
+	limit := budgetBurst + int(elapsed.Seconds()) + n + 1
+	if calls > limit {
+		t.Errorf("%d chat.update calls in %v, budget allows %d", calls, elapsed, limit)
+	}
+	for _, j := range jobs {
+		if a := e.answers(j); len(a) != 1 || markdownOf(t, a[0]) != reply.Text {
+			t.Errorf("reply %s: %+v", j.Message.TS, a)
+		}
+	}
+	t.Logf("%d chat.update calls for %d replies in %v", calls, n, elapsed)
+}
+
+// longAnswer is about 30,000 characters of prose and code.
+func longAnswer() string {
+	var b strings.Builder
+	for i := 0; b.Len() < 30000; i++ {
+		fmt.Fprintf(&b, "## Section %d\n\nThis paragraph explains step %d in plain words, with **bold** and a [link](https://example.com/%d).\n\n", i, i, i)
+		if i%3 == 0 {
+			b.WriteString("```go\n")
+			for l := range 60 {
+				fmt.Fprintf(&b, "fmt.Println(\"section %d line %d\")\n", i, l)
+			}
+			b.WriteString("```\n\n")
+		}
+	}
+	return strings.TrimSpace(b.String())
+}
+
+func TestLongAnswerSplitWithFencesIntact(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	text := longAnswer()
+	e.fakes[0].SetHandler(func(llmfake.ChatRequest) llmfake.Reply {
+		return llmfake.Reply{Chunks: chunk(text, 500)}
+	})
+	job := e.mention("write me a book", "")
+	e.handle(job)
+	answers := e.answers(job)
+	if len(answers) < 3 || answers[0].TS != job.PlaceholderTS {
+		t.Fatalf("%d answer messages, first %s (placeholder %s)", len(answers), answers[0].TS, job.PlaceholderTS)
+	}
+	var got []string
+	for i, a := range answers {
+		md := markdownOf(t, a)
+		if n := utf8.RuneCountInString(md); n == 0 || n > 12000 {
+			t.Errorf("message %d: %d characters of markdown", i, n)
+		}
+		if f := openFenceAtEnd(md); f != nil {
+			t.Errorf("message %d leaves a code fence open", i)
+		}
+		if strings.Contains(md, "fmt.Println") && !strings.Contains(md, "```go") {
+			t.Errorf("message %d has code without its ```go fence", i)
+		}
+		got = append(got, md)
+	}
+	// Nothing lost: every line of the answer is in order in the messages,
+	// apart from the fences added at the seams.
+	joined := strings.Join(got, "\n\n")
+	if normalize(joined) != normalize(text) {
+		t.Error("the messages do not add up to the answer")
+	}
+	noThinking(t, e.thread(job))
+
+	// Delivering again (a retry after the answer was generated) edits the
+	// same messages and posts nothing new.
+	posts := e.sim.Calls("chat.postMessage")
+	if err := e.w.recordFor(e.w.progressKey(job.Message)).set(ctxT(t), "state", stateGenerated, "text", text); err != nil {
+		t.Fatal(err)
+	}
+	e.handle(job)
+	if n := len(e.answers(job)); n != len(answers) || e.sim.Calls("chat.postMessage") != posts {
+		t.Errorf("redelivery: %d messages (was %d), %d new posts", n, len(answers), e.sim.Calls("chat.postMessage")-posts)
+	}
+}
+
+// normalize drops seam fences and blank lines.
+func normalize(s string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.TrimSpace(l) == "" || strings.HasPrefix(l, "```") {
+			continue
+		}
+		out = append(out, l)
+	}
+	return strings.Join(out, "\n")
+}
+
+func chunk(s string, n int) []string {
+	var out []string
+	for len(s) > n {
+		out = append(out, s[:n])
+		s = s[n:]
+	}
+	return append(out, s)
+}
+
+func TestKilledMidStreamAnswersOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var mu sync.Mutex
+	calls := 0
+	e.fakes[0].SetHandler(func(llmfake.ChatRequest) llmfake.Reply {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if calls == 1 {
+			// The first worker dies while this stream hangs half-way.
+			return llmfake.Reply{Text: "partial words that will never finish because the worker dies", TokenDelay: 20 * time.Millisecond, HangAfter: 5}
+		}
+		return llmfake.Reply{Text: "The complete answer."}
+	})
+	job := e.mention("long question", "")
+	ctx, cancel := context.WithCancel(ctxT(t))
+	done := make(chan error, 1)
+	go func() { done <- e.w.Handle(ctx, job) }()
+	// Wait until the partial answer shows in the placeholder, then kill.
+	_, err := e.sim.WaitThread(deadline(t, 10*time.Second), job.Message.TeamID, job.Message.ChannelID, job.Message.TS, func(v slacksim.ThreadView) bool {
+		for _, m := range v.Messages {
+			if m.TS == job.PlaceholderTS && strings.Contains(m.Text, "partial") {
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("killed Handle = %v, want context.Canceled (task handed back)", err)
+	}
+	// The task is delivered again (a new process: a new Server).
+	w2 := e.newServer()
+	if err := w2.Handle(deadline(t, 30*time.Second), job); err != nil {
+		t.Fatal(err)
+	}
+	answers := e.answers(job)
+	if len(answers) != 1 || answers[0].TS != job.PlaceholderTS || markdownOf(t, answers[0]) != "The complete answer." {
+		t.Fatalf("want exactly one answer in the placeholder, got %+v", answers)
+	}
+	// And once more: a no-op.
+	if err := w2.Handle(deadline(t, 30*time.Second), job); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.fakes[0].Requests()); n != 2 || len(e.answers(job)) != 1 {
+		t.Errorf("%d LLM calls, %d answers", n, len(e.answers(job)))
+	}
+	if rows := e.replies(e.tenant); len(rows) != 1 || rows[0].Outcome != konstruct.OutcomeAnswered {
+		t.Errorf("rows %+v", rows)
+	}
+}
+
+func TestTwoTenantsNeverMixed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.fakes[0].SetHandler(func(r llmfake.ChatRequest) llmfake.Reply {
+		sys := r.Messages[0].Content
+		name := sys[strings.Index(sys, "Your name is ")+len("Your name is "):]
+		name = name[:strings.Index(name, ".")]
+		return llmfake.Reply{Text: "I am " + name + ", answering: " + r.LastUser(), TokenDelay: 10 * time.Millisecond}
+	})
+	otto := e.addTenant(konstruct.Agent{Name: "Otto", Role: "IT Helpdesk", Persona: "Terse."})
+	ws2 := e.sim.AddWorkspace(slacksim.WorkspaceSpec{})
+	e.web.Set([]konstruct.Workspace{
+		{TeamID: e.ws.TeamID, BotToken: e.ws.BotToken, Status: konstruct.WorkspaceActive},
+		{TeamID: ws2.TeamID, BotToken: ws2.BotToken, Status: konstruct.WorkspaceActive},
+	})
+	var jobs []konstruct.ReplyJob
+	for i := range 4 {
+		jobs = append(jobs, e.mentionIn(e.tenant, e.ws, fmt.Sprintf("mara q%d", i), "", true))
+		jobs = append(jobs, e.mentionIn(otto, ws2, fmt.Sprintf("otto q%d", i), "", true))
+	}
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		wg.Go(func() { e.handle(j) })
+	}
+	wg.Wait()
+	for _, j := range jobs {
+		a := e.answers(j)
+		want := "I am Mara"
+		if j.Message.TenantID == otto {
+			want = "I am Otto"
+		}
+		if len(a) != 1 || !strings.HasPrefix(markdownOf(t, a[0]), want) {
+			t.Errorf("%s: %+v, want %q", j.Message.Text, a, want)
+		}
+	}
+	for _, r := range e.fakes[0].Requests() {
+		sys, q := r.Messages[0].Content, r.LastUser()
+		if strings.HasPrefix(q, "otto") != strings.Contains(sys, "Your name is Otto") || strings.Contains(sys, "Mara") && strings.Contains(sys, "Otto") {
+			t.Errorf("question %q got system prompt %q", q, sys)
+		}
+	}
+	if a, b := len(e.replies(e.tenant)), len(e.replies(otto)); a != 4 || b != 4 {
+		t.Errorf("rows: %d for Mara's tenant, %d for Otto's", a, b)
+	}
+}
+
+func TestNoPlaceholderPostsOne(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	job := e.mentionIn(e.tenant, e.ws, "no placeholder here", "", false)
+	e.handle(job)
+	e.handle(job)
+	answers := e.answers(job)
+	if len(answers) != 1 || markdownOf(t, answers[0]) != "Echo: no placeholder here" {
+		t.Fatalf("answers %+v", answers)
+	}
+}
+
+func TestNativeStreaming(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withConfig(func(c *Config) { c.Streaming = StreamingNative }))
+	reply := streamReply(30, 1500*time.Millisecond)
+	e.fakes[0].SetHandler(func(llmfake.ChatRequest) llmfake.Reply { return reply })
+	job := e.mention("stream it", "")
+	e.handle(job)
+	answers := e.answers(job)
+	if len(answers) != 1 || answers[0].TS == job.PlaceholderTS || answers[0].Streaming || answers[0].Text != reply.Text {
+		t.Fatalf("want one finished streamed message replacing the placeholder, got %+v", answers)
+	}
+	if e.sim.Calls("chat.startStream") != 1 || e.sim.Calls("chat.stopStream") != 1 {
+		t.Errorf("startStream %d, stopStream %d", e.sim.Calls("chat.startStream"), e.sim.Calls("chat.stopStream"))
+	}
+	if rows := e.replies(e.tenant); len(rows) != 1 || rows[0].MessageTS != answers[0].TS {
+		t.Errorf("rows %+v", rows)
+	}
+}
+
+func TestJanitorResolvesOrphans(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withConfig(func(c *Config) { c.OrphanAfter = 300 * time.Millisecond }))
+	e.fakes[0].SetHandler(func(llmfake.ChatRequest) llmfake.Reply {
+		return llmfake.Reply{Text: "never finishes", HangAfter: 1}
+	})
+	job := e.mention("will crash", "")
+	ctx, cancel := context.WithCancel(ctxT(t))
+	done := make(chan error, 1)
+	go func() { done <- e.w.Handle(ctx, job) }()
+	if _, err := e.sim.WaitThread(deadline(t, 10*time.Second), job.Message.TeamID, job.Message.ChannelID, job.Message.TS, func(v slacksim.ThreadView) bool {
+		for _, m := range v.Messages {
+			if m.TS == job.PlaceholderTS && m.Updates > 0 {
+				return true
+			}
+		}
+		return false
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cancel() // the process "crashes": nobody retries the task
+	<-done
+	// Not due yet right away…
+	if n, err := e.w.Sweep(ctxT(t)); err != nil || n != 0 {
+		t.Fatalf("early sweep: %d, %v", n, err)
+	}
+	time.Sleep(400 * time.Millisecond)
+	n, err := e.w.Sweep(ctxT(t))
+	if err != nil || n != 1 {
+		t.Fatalf("sweep: %d, %v", n, err)
+	}
+	answers := e.answers(job)
+	if len(answers) != 1 || answers[0].Text != textOrphaned {
+		t.Fatalf("answers %+v", answers)
+	}
+	if rows := e.replies(e.tenant); len(rows) != 1 || rows[0].Outcome != konstruct.OutcomeOrphaned {
+		t.Errorf("rows %+v", rows)
+	}
+	// A late retry of the task is now a no-op.
+	e.handle(job)
+	if len(e.fakes[0].Requests()) != 1 {
+		t.Error("the late retry asked the LLM again")
+	}
+}
