@@ -284,7 +284,31 @@ func newWorkspaceCmd(a *app) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.AddCommand(add, remove, list)
+	rekey := &cobra.Command{
+		Use:   "rekey",
+		Short: "Re-encrypt every workspace's tokens with the current secret_key",
+		Long: "Key rotation: set the new key as secret_key and the old one in secret_key_previous, run\n" +
+			"`konstruct workspace rekey`, then remove the old key from secret_key_previous.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := a.config(cmd, config.NeedDatabase, config.NeedSecret)
+			if err != nil {
+				return err
+			}
+			st, err := a.openStore(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			n, err := st.RekeyWorkspaces(cmd.Context())
+			if err != nil {
+				return fmt.Errorf("workspace rekey: %w", err)
+			}
+			fmt.Fprintf(a.stderr, "%d workspace(s) re-encrypted with key %s\n", n, secretKeyID(cfg.SecretKey))
+			return nil
+		},
+	}
+	cmd.AddCommand(add, remove, list, rekey)
 	return cmd
 }
 
@@ -293,4 +317,12 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+func secretKeyID(key string) string {
+	b, err := secret.NewBox(key)
+	if err != nil {
+		return "?"
+	}
+	return b.CurrentKeyID()
 }

@@ -83,7 +83,7 @@ func (a *app) demo(cmd *cobra.Command, o demoOptions) error {
 	defer sim.Close()
 	ws := sim.AddWorkspace(slacksim.WorkspaceSpec{TeamName: "Demo Co", BotName: "mara"})
 	sim.AddUser(ws.TeamID, o.user, o.user)
-	channel := "C-general"
+	channel := ws.GeneralChannelID
 	say("Slack emulator at %s (team %s, #general)", sim.URL(), ws.TeamID)
 
 	// 2. A private database with an owner and a non-superuser runtime role.
@@ -216,6 +216,7 @@ func probeLLM(ctx context.Context, cfg *config.Config, model string) error {
 	if err != nil {
 		return err
 	}
+	defer c.Close()
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	_, err = c.Probe(pctx, ps[0].Name)

@@ -191,6 +191,7 @@ func (a *app) doctor(cmd *cobra.Command) []check {
 		add(check{Name: "llm", Detail: err.Error(), Fix: "correct llm.base_url / llm.providers"})
 		return checks
 	}
+	defer client.Close()
 	for _, p := range providers {
 		name := "llm " + p.Name
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
