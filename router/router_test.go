@@ -330,9 +330,9 @@ func TestRouteRateLimit(t *testing.T) {
 func TestRateLimitText(t *testing.T) {
 	t.Parallel()
 	for d, want := range map[time.Duration]string{
-		0:                      "1 second.",
+		0:                       "1 second.",
 		1500 * time.Millisecond: "2 seconds.",
-		30 * time.Second:       "30 seconds.",
+		30 * time.Second:        "30 seconds.",
 	} {
 		if got := router.RateLimitText(d); !strings.HasSuffix(got, "please try again in "+want) {
 			t.Errorf("RateLimitText(%v) = %q", d, got)
