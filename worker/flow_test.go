@@ -441,3 +441,34 @@ func TestJanitorResolvesOrphans(t *testing.T) {
 		t.Error("the late retry asked the LLM again")
 	}
 }
+
+func TestConcurrentDeliveryIsRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	release := make(chan struct{})
+	e.fakes[0].SetHandler(func(r llmfake.ChatRequest) llmfake.Reply {
+		<-release
+		return llmfake.Reply{Text: "only once"}
+	})
+	job := e.mention("twice at once", "")
+	done := make(chan error, 1)
+	go func() { done <- e.w.Handle(deadline(t, 30*time.Second), job) }()
+	// Wait for the first delivery to reach the LLM.
+	for len(e.fakes[0].Requests()) == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	err := e.newServer().Handle(deadline(t, 30*time.Second), job)
+	if !errors.Is(err, errLocked) {
+		t.Errorf("second delivery = %v, want errLocked", err)
+	}
+	if d := retryDelay(0, err, nil); d < 5*time.Second {
+		t.Errorf("locked retry delay %v", d)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if a := e.answers(job); len(a) != 1 || markdownOf(t, a[0]) != "only once" {
+		t.Errorf("answers %+v", a)
+	}
+}

@@ -215,8 +215,11 @@ func (w *Server) Start() error {
 		Queues:          map[string]int{w.cfg.Queue: 1},
 		ShutdownTimeout: w.cfg.ShutdownTimeout,
 		RetryDelayFunc:  retryDelay,
-		Logger:          asynqLogger{w.log.With(slog.String("component", "asynq"))},
-		LogLevel:        asynq.WarnLevel,
+		// Another delivery holding the reply's lock is not a failure: wait
+		// for it without using up the task's retries.
+		IsFailure: func(err error) bool { return !errors.Is(err, errLocked) },
+		Logger:    asynqLogger{w.log.With(slog.String("component", "asynq"))},
+		LogLevel:  asynq.WarnLevel,
 		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
 			n, _ := asynq.GetRetryCount(ctx)
 			w.log.LogAttrs(ctx, slog.LevelWarn, "reply task failed", slog.String("error", err.Error()), slog.Int("retry", n))
@@ -257,8 +260,12 @@ func (w *Server) Shutdown() {
 }
 
 // retryDelay retries soon: a reply nobody sees for minutes is worth little,
-// and MaxAge ends the attempts.
-func retryDelay(n int, _ error, _ *asynq.Task) time.Duration {
+// and MaxAge ends the attempts. A reply locked by another delivery (or by a
+// crashed process, until the lock expires) is looked at again a bit later.
+func retryDelay(n int, err error, _ *asynq.Task) time.Duration {
+	if errors.Is(err, errLocked) {
+		return lockTTL / 4
+	}
 	d := 2 * time.Second << min(n, 4)
 	return min(d, 30*time.Second)
 }
