@@ -110,6 +110,7 @@ type daemonT struct {
 	router  *router.Router
 	worker  *worker.Server
 	insp    *asynq.Inspector
+	enq     *router.AsynqEnqueuer
 	httpLn  net.Listener
 }
 
@@ -161,6 +162,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 	})
 
 	if r.gateway {
+		d.enq = router.NewAsynqEnqueuer(aopt, queue)
 		d.router = router.New(router.Config{
 			PerMinute:   cfg.RateLimit.PerMinute,
 			Prefix:      cfg.Redis.Prefix,
@@ -171,7 +173,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 		}, router.Deps{
 			Tenants:  d.store,
 			Slack:    d.web,
-			Enqueuer: router.NewAsynqEnqueuer(aopt, queue),
+			Enqueuer: d.enq,
 			Limiter:  router.NewLimiter(d.rdb, cfg.Redis.Prefix, cfg.RateLimit.PerMinute),
 			Redis:    d.rdb,
 			Threads:  threads,
@@ -330,6 +332,9 @@ func (d *daemonT) close() {
 	}
 	if d.insp != nil {
 		_ = d.insp.Close()
+	}
+	if d.enq != nil {
+		_ = d.enq.Close()
 	}
 	if d.rdb != nil {
 		_ = d.rdb.Close()
