@@ -399,7 +399,7 @@ func TestNativeStreaming(t *testing.T) {
 
 func TestJanitorResolvesOrphans(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, withConfig(func(c *Config) { c.OrphanAfter = 300 * time.Millisecond }))
+	e := newEnv(t, withConfig(func(c *Config) { c.OrphanAfter = time.Second }))
 	e.fakes[0].SetHandler(func(llmfake.ChatRequest) llmfake.Reply {
 		return llmfake.Reply{Text: "never finishes", HangAfter: 1}
 	})
@@ -423,7 +423,7 @@ func TestJanitorResolvesOrphans(t *testing.T) {
 	if n, err := e.w.Sweep(ctxT(t)); err != nil || n != 0 {
 		t.Fatalf("early sweep: %d, %v", n, err)
 	}
-	time.Sleep(400 * time.Millisecond)
+	time.Sleep(1100 * time.Millisecond)
 	n, err := e.w.Sweep(ctxT(t))
 	if err != nil || n != 1 {
 		t.Fatalf("sweep: %d, %v", n, err)
