@@ -18,6 +18,7 @@ import (
 	"github.com/konstruct/konstruct/internal/testenv"
 	"github.com/konstruct/konstruct/llm"
 	"github.com/konstruct/konstruct/llm/llmfake"
+	"github.com/konstruct/konstruct/router"
 	"github.com/konstruct/konstruct/slacksim"
 	"github.com/konstruct/konstruct/store"
 )
@@ -65,21 +66,21 @@ func deadline(t *testing.T, d time.Duration) context.Context {
 
 var tenantSeq atomic.Int64
 
-// engager is a hand-written Engager that remembers the engaged threads
-// (router.Threads is the real one; it only sets a Redis key).
+// engager counts Engage calls on the way to the real router.Threads.
 type engager struct {
+	*router.Threads
 	mu      sync.Mutex
 	engaged map[string]int
 }
 
-func (g *engager) Engage(_ context.Context, tenantID, channelID, threadTS string) error {
+func (g *engager) Engage(ctx context.Context, tenantID, channelID, threadTS string) error {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	if g.engaged == nil {
 		g.engaged = map[string]int{}
 	}
 	g.engaged[tenantID+"/"+channelID+"/"+threadTS]++
-	return nil
+	g.mu.Unlock()
+	return g.Threads.Engage(ctx, tenantID, channelID, threadTS)
 }
 
 func (g *engager) count(tenantID, channelID, threadTS string) int {
@@ -129,7 +130,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 
 	e.st, _ = testenv.NewStore(t)
 	e.rdb = testenv.NewRedis(t)
-	e.threads = &engager{}
+	e.threads = &engager{Threads: router.NewThreads(e.rdb.Client, e.rdb.Prefix, 30*time.Minute)}
 	e.tenant = e.addTenant(setup.agent)
 
 	e.cfg = setup.cfg

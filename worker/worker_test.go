@@ -75,6 +75,9 @@ func TestAnswerWithPersonaRecordedAndEngaged(t *testing.T) {
 	if n := e.threads.count(e.tenant, job.Message.ChannelID, job.Message.TS); n != 1 {
 		t.Errorf("thread engaged %d times, want 1", n)
 	}
+	if ok, err := e.threads.Engaged(ctxT(t), e.tenant, job.Message.ChannelID, job.Message.TS); err != nil || !ok {
+		t.Errorf("router does not see the thread engaged: %v %v", ok, err)
+	}
 
 	// A re-delivery of the finished job is a no-op.
 	e.handle(job)
