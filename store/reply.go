@@ -11,6 +11,8 @@ import (
 
 // RecordReply stores the record of one answer (or failure). A retried task
 // upserts the row keyed by (tenant, event id) instead of adding another.
+// Without a WorkspaceID, the tenant's workspace of r.TeamID is used (the
+// lookup runs under the tenant's RLS, so it can only find its own).
 func (s *Store) RecordReply(ctx context.Context, r konstruct.Reply) error {
 	if r.EventID == "" {
 		return konstruct.Errorf(konstruct.EINVALID, "a reply needs the event id it answers")
@@ -23,7 +25,7 @@ func (s *Store) RecordReply(ctx context.Context, r konstruct.Reply) error {
 		_, err := tx.Exec(ctx, `
 			INSERT INTO replies (tenant_id, workspace_id, team_id, channel_id, thread_ts, message_ts, event_id,
 			                     model, provider, prompt_tokens, completion_tokens, ttft_ms, latency_ms, outcome, error)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+			VALUES ($1, COALESCE($2::uuid, (SELECT id FROM workspaces WHERE team_id = $3)), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 			ON CONFLICT (tenant_id, event_id) DO UPDATE SET
 				workspace_id = EXCLUDED.workspace_id, team_id = EXCLUDED.team_id,
 				channel_id = EXCLUDED.channel_id, thread_ts = EXCLUDED.thread_ts,

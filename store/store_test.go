@@ -395,8 +395,30 @@ func TestRecordReplyIdempotent(t *testing.T) {
 		got.ThreadTS != "1.1" || got.MessageTS != "1.2" || got.Model != "llama3" || got.Provider != "ollama" || got.CreatedAt.IsZero() {
 		t.Errorf("reply = %+v", got)
 	}
-	if rs, _ := st.Replies(ctx, b.ID, 10); len(rs) != 1 || rs[0].EventID != "Ev1" || rs[0].TenantID != b.ID {
+	if rs, _ := st.Replies(ctx, b.ID, 10); len(rs) != 1 || rs[0].EventID != "Ev1" || rs[0].TenantID != b.ID || rs[0].WorkspaceID != "" {
 		t.Errorf("tenant B replies = %+v", rs)
+	}
+	// Without a workspace id, the tenant's own workspace of the team is found…
+	if err := st.RecordReply(ctx, konstruct.Reply{TenantID: a.ID, TeamID: "T1", EventID: "Ev3"}); err != nil {
+		t.Fatal(err)
+	}
+	if rs, _ := st.Replies(ctx, a.ID, 10); len(rs) != 2 || rs[0].EventID != "Ev3" && rs[1].EventID != "Ev3" {
+		t.Errorf("replies = %+v", rs)
+	} else {
+		for _, r := range rs {
+			if r.WorkspaceID != w.ID {
+				t.Errorf("reply %s workspace = %q, want %q", r.EventID, r.WorkspaceID, w.ID)
+			}
+		}
+	}
+	// …but never another tenant's: RLS hides it from the lookup.
+	if err := st.RecordReply(ctx, konstruct.Reply{TenantID: b.ID, TeamID: "T1", EventID: "Ev4"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range mustReplies(t, st, b.ID) {
+		if r.WorkspaceID != "" {
+			t.Errorf("tenant B reply %s got workspace %q", r.EventID, r.WorkspaceID)
+		}
 	}
 
 	// Errors are stored redacted.
@@ -440,4 +462,13 @@ func TestSlugify(t *testing.T) {
 			t.Errorf("Slugify(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+func mustReplies(t *testing.T, st *store.Store, tenantID string) []konstruct.Reply {
+	t.Helper()
+	rs, err := st.Replies(context.Background(), tenantID, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
 }
