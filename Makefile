@@ -29,8 +29,8 @@ lint: ## gofmt, go vet, and golangci-lint when installed
 	$(GO) vet ./...
 	@if command -v golangci-lint >/dev/null 2>&1; then golangci-lint run ./...; else echo "golangci-lint not installed: skipped (see .golangci.yaml)"; fi
 
-bench: services build ## run the benchmark (ack path, router, pipeline, sockets) and print its table
-	$(GO) run ./cmd/konstruct bench
+bench: services build ## run the benchmark (ack path, router, pipeline, sockets); BENCH_FLAGS=--quick for a short run
+	$(BIN) bench $(BENCH_FLAGS)
 
 demo: build ## start the demo: in-process Slack emulator + daemon + a terminal chat
 	$(BIN) demo

@@ -1,0 +1,273 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+)
+
+// database is the run's private database: an owner role for migrations and
+// a NOSUPERUSER NOBYPASSRLS runtime role for the daemon, as in production.
+type database struct {
+	admin      string
+	name       string
+	owner, app string
+	ownerURL   string
+	runtimeURL string
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func newSecretKey() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+// createDatabase creates the database and both roles as the administrator.
+func createDatabase(ctx context.Context, adminURL, name string) (*database, error) {
+	u, err := url.Parse(adminURL)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return nil, errors.New("admin URL must be postgres://user@host:port/db")
+	}
+	d := &database{admin: adminURL, name: name, owner: name + "_owner", app: name + "_app"}
+	ownerPW, appPW := randomHex(16), randomHex(16)
+	with := func(user, pw string) string {
+		c := *u
+		c.User = url.UserPassword(user, pw)
+		c.Path = "/" + name
+		return c.String()
+	}
+	d.ownerURL, d.runtimeURL = with(d.owner, ownerPW), with(d.app, appPW)
+
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return nil, fmt.Errorf("connect as administrator (is PostgreSQL running? `make services`): %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	owner, app, db := pgx.Identifier{d.owner}.Sanitize(), pgx.Identifier{d.app}.Sanitize(), pgx.Identifier{name}.Sanitize()
+	for _, s := range []string{
+		fmt.Sprintf("CREATE ROLE %s LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD '%s'", owner, ownerPW),
+		fmt.Sprintf("CREATE ROLE %s LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD '%s'", app, appPW),
+		fmt.Sprintf("CREATE DATABASE %s OWNER %s", db, owner),
+		fmt.Sprintf("REVOKE ALL ON DATABASE %s FROM PUBLIC", db),
+		fmt.Sprintf("GRANT CONNECT ON DATABASE %s TO %s", db, app),
+	} {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			_ = d.drop(context.WithoutCancel(ctx))
+			stmt, _, _ := strings.Cut(s, " PASSWORD")
+			return nil, fmt.Errorf("%s: %w", stmt, err)
+		}
+	}
+	return d, nil
+}
+
+// drop removes the database (closing its sessions) and both roles.
+func (d *database) drop(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, d.admin)
+	if err != nil {
+		return fmt.Errorf("drop %s: %w", d.name, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var errs []error
+	for _, s := range []string{
+		fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", pgx.Identifier{d.name}.Sanitize()),
+		fmt.Sprintf("DROP ROLE IF EXISTS %s", pgx.Identifier{d.app}.Sanitize()),
+		fmt.Sprintf("DROP ROLE IF EXISTS %s", pgx.Identifier{d.owner}.Sanitize()),
+	} {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// deleteRedisPrefix deletes the run's keys and its asynq queue.
+func deleteRedisPrefix(ctx context.Context, rdb *redis.Client, prefix, queue string) error {
+	if prefix == "" {
+		return errors.New("refusing to delete keys without a prefix")
+	}
+	for _, pattern := range []string{prefix + "*", "asynq:{" + prefix + "*"} {
+		iter := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
+		var batch []string
+		flush := func() error {
+			if len(batch) == 0 {
+				return nil
+			}
+			err := rdb.Unlink(ctx, batch...).Err()
+			batch = batch[:0]
+			return err
+		}
+		for iter.Next(ctx) {
+			if batch = append(batch, iter.Val()); len(batch) == 1000 {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if err := iter.Err(); err != nil {
+			return err
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+	}
+	return rdb.SRem(ctx, "asynq:queues", queue).Err()
+}
+
+// freeAddr returns a loopback address with a port nobody listens on.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// process is a child started by the benchmark (the daemon or the Bolt peer).
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+
+	mu    sync.Mutex
+	lines []string // the last lines of stderr, for error messages
+}
+
+// startProcess starts argv with env; stdout lines go to onLine (if set),
+// stderr goes to logw and is kept (last lines) for error messages.
+func startProcess(name string, argv []string, env []string, dir string, logw io.Writer, onLine func(string)) (*process, error) {
+	p := &process{name: name, done: make(chan struct{})}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = env
+	cmd.Dir = dir
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p.cmd = cmd
+	var readers sync.WaitGroup
+	readers.Go(func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			if onLine != nil {
+				onLine(sc.Text())
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+	})
+	readers.Go(func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			if logw != nil {
+				fmt.Fprintln(logw, line)
+			}
+			p.mu.Lock()
+			if p.lines = append(p.lines, line); len(p.lines) > 20 {
+				p.lines = p.lines[1:]
+			}
+			p.mu.Unlock()
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+	})
+	go func() {
+		readers.Wait()
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *process) pid() int { return p.cmd.Process.Pid }
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// tail is the last lines the process wrote on stderr.
+func (p *process) tail() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.lines, "\n")
+}
+
+// stop sends SIGTERM and waits up to grace, then kills the process.
+func (p *process) stop(grace time.Duration) error {
+	if p.exited() {
+		return p.err
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(grace):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("%s did not stop within %v after SIGTERM (killed)", p.name, grace)
+	}
+}
+
+// runCLI runs one konstruct subcommand and returns its trimmed stdout.
+func runCLI(ctx context.Context, bin string, env []string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = env
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("konstruct %s: %w: %s", strings.Join(args[:min(2, len(args))], " "), err, strings.TrimSpace(errb.String()))
+	}
+	return strings.TrimSpace(out.String()), nil
+}
+
+// baseEnv is the environment without any KONSTRUCT_ or SLACK_ variable of
+// the caller: the children get only what the benchmark sets.
+func baseEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "KONSTRUCT_") || strings.HasPrefix(kv, "SLACK_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}

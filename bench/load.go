@@ -1,0 +1,213 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/konstruct/konstruct/slacksim"
+)
+
+// target is a set of workspaces whose app is one of the measured programs.
+type target struct {
+	name string
+	ws   []slacksim.WorkspaceSpec
+	apps map[string]bool
+}
+
+func newTarget(name string, ws []slacksim.WorkspaceSpec) *target {
+	t := &target{name: name, ws: ws, apps: map[string]bool{}}
+	for _, w := range ws {
+		t.apps[w.AppID] = true
+	}
+	return t
+}
+
+// ackRec collects the acks of one phase's target.
+type ackRec struct {
+	apps  map[string]bool
+	mu    sync.Mutex
+	lat   []time.Duration
+	redel int
+}
+
+// mention is one question asked in a thread of its own.
+type mention struct {
+	target  string
+	phase   string
+	team    string
+	channel string
+	ts      string
+	at      time.Time // just before the human's post
+}
+
+func threadKey(team, channel, ts string) string { return team + "|" + channel + "|" + ts }
+
+// threadRec is what the bot wrote in one thread, as seen by OnBotMessage.
+type threadRec struct {
+	first, last time.Time
+	writes      int
+}
+
+// drive is one bounded load phase.
+type drive struct {
+	tgt   *target
+	phase string
+	rate  int // envelopes per second (a mention is two: app_mention and message)
+	dur   time.Duration
+	// mentionEvery makes every n-th post a mention (1: all of them; 0: none).
+	mentionEvery int
+}
+
+// driveResult is what a phase sent and the acks it got.
+type driveResult struct {
+	sent     int
+	actual   float64
+	elapsed  time.Duration
+	acks     []time.Duration
+	redel    int
+	mentions []*mention
+	errors   int
+}
+
+// drive plays the load: posts paced to the envelope rate, spread round-robin
+// over the target's workspaces, then waits (bounded) for their acks.
+func (r *runner) drive(ctx context.Context, d drive) driveResult {
+	rec := &ackRec{apps: d.tgt.apps, lat: make([]time.Duration, 0, int(float64(d.rate)*d.dur.Seconds())+64)}
+	r.cur.Store(rec)
+	defer r.cur.Store(nil)
+
+	senders := 1 + d.rate/2500
+	var (
+		sentEnv atomic.Int64
+		errs    atomic.Int64
+		mu      sync.Mutex
+		ments   []*mention
+		wg      sync.WaitGroup
+	)
+	start := time.Now()
+	for g := range senders {
+		wg.Go(func() {
+			rate := float64(d.rate) / float64(senders)
+			var sent, post int
+			defer func() { sentEnv.Add(int64(sent)) }()
+			for ctx.Err() == nil {
+				el := time.Since(start)
+				if el >= d.dur {
+					return
+				}
+				due := int(el.Seconds() * rate)
+				for sent < due {
+					i := post*senders + g
+					post++
+					ws := d.tgt.ws[i%len(d.tgt.ws)]
+					user := ws.UserIDs[i%len(ws.UserIDs)]
+					if d.mentionEvery > 0 && i%d.mentionEvery == 0 {
+						at := time.Now()
+						ts, err := r.sim.Mention(ws.TeamID, ws.GeneralChannelID, user, fmt.Sprintf("bench question %d from %s", i, d.phase), "")
+						if err != nil {
+							errs.Add(1)
+							sent++
+							continue
+						}
+						m := &mention{target: d.tgt.name, phase: d.phase, team: ws.TeamID, channel: ws.GeneralChannelID, ts: ts, at: at}
+						mu.Lock()
+						ments = append(ments, m)
+						mu.Unlock()
+						sent += 2
+					} else {
+						if _, err := r.sim.Post(ws.TeamID, ws.GeneralChannelID, user, fmt.Sprintf("bench chatter %d", i), ""); err != nil {
+							errs.Add(1)
+						}
+						sent++
+					}
+				}
+				time.Sleep(500 * time.Microsecond)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	res := driveResult{sent: int(sentEnv.Load()), elapsed: elapsed, mentions: ments, errors: int(errs.Load())}
+	res.actual = float64(res.sent) / elapsed.Seconds()
+
+	// The acks of this phase: wait until every envelope is acked, bounded
+	// by Slack's redelivery window and a bit.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		rec.mu.Lock()
+		n := len(rec.lat)
+		rec.mu.Unlock()
+		if n >= res.sent {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	rec.mu.Lock()
+	res.acks, res.redel = rec.lat, rec.redel
+	rec.lat = nil
+	rec.mu.Unlock()
+
+	r.mentMu.Lock()
+	r.mentions = append(r.mentions, ments...)
+	r.mentMu.Unlock()
+	return res
+}
+
+// answered reports whether a mention's thread shows its final answer.
+func (r *runner) answered(m *mention) bool {
+	v := r.sim.Thread(m.team, m.channel, m.ts)
+	for _, b := range v.BotReplies() {
+		if b.Streaming {
+			continue
+		}
+		if m.target == "bolt" || strings.Contains(b.Text, answerMarker) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitAnswered polls until every mention is answered or the deadline passes;
+// it returns how many are still waiting.
+func (r *runner) waitAnswered(ctx context.Context, ms []*mention, deadline time.Time) int {
+	pending := append([]*mention(nil), ms...)
+	for {
+		left := pending[:0]
+		for _, m := range pending {
+			if !r.answered(m) {
+				left = append(left, m)
+			}
+		}
+		pending = left
+		if len(pending) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			return len(pending)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// latencies returns, for answered mentions, event → first bot write and
+// event → last bot write minus the fake LLM's own time.
+func (r *runner) latencies(ms []*mention) (feedback, overhead []time.Duration, lastWrite time.Time) {
+	r.botMu.Lock()
+	defer r.botMu.Unlock()
+	for _, m := range ms {
+		t := r.threads[threadKey(m.team, m.channel, m.ts)]
+		if t == nil {
+			continue
+		}
+		feedback = append(feedback, t.first.Sub(m.at))
+		overhead = append(overhead, t.last.Sub(m.at)-r.llmTime)
+		if t.last.After(lastWrite) {
+			lastWrite = t.last
+		}
+	}
+	return feedback, overhead, lastWrite
+}

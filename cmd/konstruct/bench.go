@@ -1,0 +1,140 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/konstruct/konstruct/bench"
+)
+
+func init() {
+	commands = append(commands, newBenchCmd)
+	startBenchPprof()
+}
+
+// benchPprofEnv, set by `konstruct bench` on the daemon it measures only,
+// serves net/http/pprof on that loopback address. Nothing else turns it on.
+const benchPprofEnv = "KONSTRUCT_BENCH_PPROF"
+
+func startBenchPprof() {
+	addr := os.Getenv(benchPprofEnv)
+	if addr == "" {
+		return
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+		fmt.Fprintf(os.Stderr, "%s=%s ignored: must be a loopback host:port\n", benchPprofEnv, addr)
+		return
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.ListenAndServe() }()
+}
+
+func newBenchCmd(a *app) *cobra.Command {
+	var (
+		o        bench.Options
+		rates    string
+		steps    string
+		jsonPath string
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure the ack path, the pipeline and socket scale against the Slack emulator",
+		Long: "Runs this binary as users run it — `konstruct run` configured by KONSTRUCT_* variables, seeded with\n" +
+			"`tenant create`, `agent set` and `workspace add` — against an in-process Slack emulator and a fake\n" +
+			"OpenAI-compatible LLM, with a private PostgreSQL database and Redis prefix (both removed at the end).\n" +
+			"Reports ack latency at several rates, time to visible feedback, pipeline overhead, the highest\n" +
+			"sustained answered rate, socket scale and peak RSS, beside a bare slack-go client and a Bolt for\n" +
+			"JavaScript app under the same load. Exits non-zero if any answer was duplicated or lost.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if o.Rates, err = intList(rates); err != nil {
+				return fmt.Errorf("bench: --rates: %w", err)
+			}
+			if o.Steps, err = intList(steps); err != nil {
+				return fmt.Errorf("bench: --steps: %w", err)
+			}
+			if o.Binary, err = os.Executable(); err != nil {
+				return fmt.Errorf("bench: find this binary: %w", err)
+			}
+			if o.BoltDir == "" {
+				// Next to the source when run from the repository.
+				if _, err := os.Stat(filepath.Join("bench", "boltpeer", "app.js")); err == nil {
+					o.BoltDir, _ = filepath.Abs(filepath.Join("bench", "boltpeer"))
+				}
+			}
+			o.Progress = a.stderr
+			rep, err := bench.Run(cmd.Context(), o, a.stdout)
+			if jsonPath != "" && !rep.Started.IsZero() {
+				if werr := writeJSON(jsonPath, rep); werr != nil {
+					fmt.Fprintln(a.stderr, "bench: write", jsonPath+":", werr)
+				}
+			}
+			if errors.Is(err, bench.ErrIntegrity) {
+				return fmt.Errorf("bench FAILED: %d duplicate and %d lost answers (see above)", rep.Duplicates, rep.Lost)
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&o.Quick, "quick", false, "small phases: a run of well under a minute")
+	f.IntVar(&o.Workspaces, "workspaces", 0, "workspaces carrying the load (default 50; --quick 10)")
+	f.StringVar(&rates, "rates", "", "ack phases in envelopes/s, comma-separated (default 500,2000,5000)")
+	f.DurationVar(&o.Phase, "phase", 0, "length of each ack and pipeline phase (default 5s)")
+	f.Float64Var(&o.MentionShare, "mention-share", 0, "share of posts in the ack phases that mention the bot (default 0.02)")
+	f.IntVar(&o.PipelineRate, "pipeline-rate", 0, "mentions/s of the feedback and overhead phase (default 50)")
+	f.StringVar(&steps, "steps", "", "mention rates tried for the sustained answered rate (default 50,100,200,400,800,1600)")
+	f.DurationVar(&o.StepPhase, "step-phase", 0, "length of each step (default 5s)")
+	f.DurationVar(&o.LLMFirstToken, "llm-delay", 0, "the fake LLM's time to first token (default 200ms)")
+	f.DurationVar(&o.LLMTokenDelay, "llm-token-delay", 0, "the fake LLM's delay between tokens (default 5ms)")
+	f.IntVar(&o.WorkerConcurrency, "worker-concurrency", 0, "worker.concurrency of the measured daemon (default 1000)")
+	f.IntVar(&o.SocketWorkspaces, "socket-workspaces", 0, "workspaces in the sockets phase, 2 connections each (default 1000)")
+	f.BoolVar(&o.SkipSockets, "skip-sockets", false, "skip the sockets phase")
+	f.BoolVar(&o.SkipBolt, "skip-bolt", false, "skip the Bolt for JavaScript peer")
+	f.StringVar(&o.BoltDir, "bolt-dir", "", "directory of the Bolt peer (default: ./bench/boltpeer)")
+	f.BoolVar(&o.Profile, "profile", true, "CPU-profile the daemon during the 2,000/s phase and a pipeline step")
+	f.StringVar(&o.OutDir, "out", "", "directory for logs and profiles (default: a new temporary directory)")
+	f.StringVar(&o.AdminURL, "admin-url", "", "PostgreSQL URL allowed to create databases and roles (default postgres://postgres@127.0.0.1:5432/postgres)")
+	f.StringVar(&o.RedisURL, "redis-url", "", "Redis URL (default redis://127.0.0.1:6379/0); keys get a private prefix")
+	f.StringVar(&jsonPath, "json", "", "also write the report as JSON to this file")
+	return cmd
+}
+
+func intList(s string) ([]int, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var out []int
+	for p := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%q is not a positive number", p)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func writeJSON(path string, rep bench.Report) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
