@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -204,6 +206,9 @@ func Load(opts Options) (*Config, error) {
 		}
 	}
 
+	if err := checkTypes(v); err != nil {
+		return nil, err
+	}
 	var cfg Config
 	if err := v.Unmarshal(&cfg); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -216,6 +221,35 @@ func Load(opts Options) (*Config, error) {
 		cfg.Slack.APIURL += "/"
 	}
 	return &cfg, nil
+}
+
+// checkTypes names the key of a number or duration that does not parse,
+// before viper's decoder reports it without the key's variable or the
+// expected form.
+func checkTypes(v *viper.Viper) error {
+	var errs []error
+	for k, d := range defaults {
+		raw, ok := v.Get(k).(string)
+		if !ok {
+			continue
+		}
+		raw = strings.TrimSpace(raw)
+		switch dv := d.(type) {
+		case int:
+			if _, err := strconv.Atoi(raw); err != nil {
+				errs = append(errs, &KeyError{Key: k, Reason: fmt.Sprintf("must be a whole number, got %q", raw)})
+			}
+		case string:
+			if _, err := time.ParseDuration(dv); dv == "" || err != nil {
+				continue // not a duration key
+			}
+			if _, err := time.ParseDuration(raw); err != nil {
+				errs = append(errs, &KeyError{Key: k, Reason: fmt.Sprintf("must be a duration such as %s, got %q", dv, raw)})
+			}
+		}
+	}
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return errors.Join(errs...)
 }
 
 func lookup(getenv func(string) string, name string) (string, bool) {
@@ -277,7 +311,8 @@ func (c *Config) Validate(parts ...Part) error {
 			} else if err := checkURL(c.Database.URL, "postgres", "postgresql"); err != nil {
 				bad("database.url", err.Error())
 			}
-			if c.Database.MigrateURL != "" {
+			// migrate_url defaults to url: a bad url is reported once.
+			if c.Database.MigrateURL != "" && c.Database.MigrateURL != c.Database.URL {
 				if err := checkURL(c.Database.MigrateURL, "postgres", "postgresql"); err != nil {
 					bad("database.migrate_url", err.Error())
 				}

@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -66,10 +67,11 @@ func newTenantCmd(a *app) *cobra.Command {
 		Short: "Create a tenant and print its id",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var flagErr error
 			if strings.TrimSpace(name) == "" {
-				return fmt.Errorf("tenant create: --name is required")
+				flagErr = fmt.Errorf("tenant create: --name is required")
 			}
-			cfg, err := a.config(cmd, config.NeedDatabase)
+			cfg, err := a.configAnd(cmd, flagErr, config.NeedDatabase)
 			if err != nil {
 				return err
 			}
@@ -134,10 +136,11 @@ func newAgentCmd(a *app) *cobra.Command {
 					missing = append(missing, f.flag)
 				}
 			}
+			var flagErr error
 			if len(missing) > 0 {
-				return fmt.Errorf("agent set: %s required", strings.Join(missing, ", "))
+				flagErr = fmt.Errorf("agent set: %s required", strings.Join(missing, ", "))
 			}
-			cfg, err := a.config(cmd, config.NeedDatabase)
+			cfg, err := a.configAnd(cmd, flagErr, config.NeedDatabase)
 			if err != nil {
 				return err
 			}
@@ -183,15 +186,17 @@ func newWorkspaceCmd(a *app) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			appToken = strings.TrimSpace(cmp.Or(appToken, a.getenv("SLACK_APP_TOKEN")))
 			botToken = strings.TrimSpace(cmp.Or(botToken, a.getenv("SLACK_BOT_TOKEN")))
-			switch {
-			case tenant == "":
-				return fmt.Errorf("workspace add: --tenant is required")
-			case appToken == "":
-				return fmt.Errorf("workspace add: --app-token is required (an app-level token, xapp-…)")
-			case botToken == "":
-				return fmt.Errorf("workspace add: --bot-token is required (a bot token, xoxb-…)")
+			var missing []error
+			if tenant == "" {
+				missing = append(missing, fmt.Errorf("workspace add: --tenant is required"))
 			}
-			cfg, err := a.config(cmd, config.NeedDatabase, config.NeedSecret, config.NeedSlack)
+			if appToken == "" {
+				missing = append(missing, fmt.Errorf("workspace add: --app-token is required (an app-level token, xapp-…)"))
+			}
+			if botToken == "" {
+				missing = append(missing, fmt.Errorf("workspace add: --bot-token is required (a bot token, xoxb-…)"))
+			}
+			cfg, err := a.configAnd(cmd, errors.Join(missing...), config.NeedDatabase, config.NeedSecret, config.NeedSlack)
 			if err != nil {
 				return err
 			}

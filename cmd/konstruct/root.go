@@ -67,26 +67,47 @@ var commands []func(*app) *cobra.Command
 
 // config loads the configuration and validates the parts a command needs.
 func (a *app) config(cmd *cobra.Command, parts ...config.Part) (*config.Config, error) {
+	return a.configAnd(cmd, nil, parts...)
+}
+
+// configAnd is config for a command whose flags were checked first: a flag
+// error and configuration errors are reported together, so that one try
+// shows everything that is missing.
+func (a *app) configAnd(cmd *cobra.Command, flagErr error, parts ...config.Part) (*config.Config, error) {
 	cfg, err := config.Load(config.Options{Path: a.configPath, Getenv: a.getenv, Flags: cmd.Flags()})
-	if err != nil {
-		return nil, err
+	if err == nil {
+		err = cfg.Validate(parts...)
 	}
-	if err := cfg.Validate(parts...); err != nil {
-		return nil, err
+	if err != nil || flagErr != nil {
+		return nil, errors.Join(flagErr, err)
 	}
 	a.logger = newLogger(a.stderr, cfg.Log.Format, cfg.Log.Level)
 	return cfg, nil
 }
 
-// errorLine renders an error as the one line the CLI prints on stderr:
-// joined errors are separated by "; " and tokens are redacted.
+// errorLine renders an error as the one line the CLI prints on stderr: the
+// wrapping context ("workspace add: bot token: …") is kept, a *konstruct.Error
+// shows its message (and its cause when the message does not already say
+// it) instead of its code, joined errors are separated by "; " and tokens
+// are redacted.
 func errorLine(err error) string {
-	var e *konstruct.Error
 	msg := err.Error()
-	if errors.As(err, &e) && e.Err == nil {
-		msg = e.Message
-	} else if errors.As(err, &e) {
-		msg = e.Message + ": " + e.Err.Error()
+	var e *konstruct.Error
+	if errors.As(err, &e) {
+		human := e.Message
+		// The cause helps with a failure of the system (connection refused,
+		// timeout); for a refusal (conflict, not found, invalid) the message
+		// says it all and the cause is a database or library string.
+		if e.Err != nil && (e.Code == konstruct.EINTERNAL || e.Code == konstruct.EUNAVAILABLE || e.Code == konstruct.ETIMEOUT) {
+			if cause := e.Err.Error(); !strings.Contains(human, cause) {
+				human += ": " + cause
+			}
+		}
+		if full := e.Error(); strings.Contains(msg, full) {
+			msg = strings.Replace(msg, full, human, 1)
+		} else {
+			msg = human
+		}
 	}
 	msg = strings.ReplaceAll(strings.TrimSpace(msg), "\n", "; ")
 	return konstruct.Redact(msg)
