@@ -95,6 +95,22 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	// 1. Ack latency at each rate, konstruct.
 	r.rep.Ack = append(r.rep.Ack, r.ackPhases(ctx, kon, true)...)
 
+	// A separate phase for the CPU profile, so that profiling never
+	// weighs on the figures above.
+	if o.Profile {
+		rate := o.Rates[0]
+		for _, x := range o.Rates {
+			if x <= 2000 {
+				rate = max(rate, x)
+			}
+		}
+		r.log("profiling the daemon at %d env/s for %v", rate, o.Phase)
+		prof := r.profile("ack", o.Phase)
+		res := r.drive(ctx, drive{tgt: kon, phase: "profile", rate: rate, dur: o.Phase, mentionEvery: every(o.MentionShare)})
+		prof()
+		r.waitAnswered(ctx, res.mentions, time.Now().Add(o.Drain))
+	}
+
 	// 2. Feedback and overhead at a moderate rate.
 	r.log("pipeline phase: %d mentions/s for %v", o.PipelineRate, o.Phase)
 	// Spread over the step workspaces: per workspace, answers stay far
@@ -414,16 +430,7 @@ func (r *runner) seedAndStart(ctx context.Context) (*target, error) {
 // ackPhases plays every rate against a target. For konstruct it also reads
 // the router's throughput from /metrics and profiles one phase.
 func (r *runner) ackPhases(ctx context.Context, tgt *target, isDaemon bool) []AckRow {
-	every := 0
-	if r.o.MentionShare > 0 {
-		every = max(1, int(1/r.o.MentionShare+0.5))
-	}
-	profRate := 0
-	for _, rate := range r.o.Rates {
-		if rate <= 2000 || profRate == 0 {
-			profRate = rate
-		}
-	}
+	every := every(r.o.MentionShare)
 	var rows []AckRow
 	for _, rate := range r.o.Rates {
 		if ctx.Err() != nil {
@@ -433,17 +440,10 @@ func (r *runner) ackPhases(ctx context.Context, tgt *target, isDaemon bool) []Ac
 		if isDaemon {
 			before = r.routed()
 		}
-		var prof func()
-		if isDaemon && r.o.Profile && rate == profRate {
-			prof = r.profile("ack", r.o.Phase)
-		}
 		res := r.drive(ctx, drive{tgt: tgt, phase: fmt.Sprintf("%s-ack-%d", tgt.name, rate), rate: rate, dur: r.o.Phase, mentionEvery: every})
 		row := AckRow{Target: tgt.name, Rate: rate, Actual: round1(res.actual), Sent: res.sent, Acked: len(res.acks), Redeliveries: res.redel, Ack: distOf(res.acks)}
 		if isDaemon {
 			row.Routed = round1((r.routed() - before) / res.elapsed.Seconds())
-		}
-		if prof != nil {
-			prof()
 		}
 		r.log("%-9s %5d env/s: sent %d (%.0f/s), acked %d, ack p50 %.3f p99 %.3f max %.3f ms, redelivered %d",
 			tgt.name, rate, row.Sent, row.Actual, row.Acked, row.Ack.P50, row.Ack.P99, row.Ack.Max, row.Redeliveries)
@@ -457,6 +457,14 @@ func (r *runner) ackPhases(ctx context.Context, tgt *target, isDaemon bool) []Ac
 	return rows
 }
 
+// every turns a mention share into "every n-th post" (0: none).
+func every(share float64) int {
+	if share <= 0 {
+		return 0
+	}
+	return max(1, int(1/share+0.5))
+}
+
 func round1(f float64) float64 { return float64(int64(f*10+0.5)) / 10 }
 
 // steps raises the answered rate until a step fails: ack p99 above 5 ms, an
@@ -468,7 +476,7 @@ func (r *runner) steps(ctx context.Context, tgt *target) {
 			return
 		}
 		var prof func()
-		if r.o.Profile && i == min(2, len(r.o.Steps)-1) {
+		if r.o.Profile && i == 0 {
 			prof = r.profile("pipeline", r.o.StepPhase)
 		}
 		start := time.Now()
@@ -482,12 +490,11 @@ func (r *runner) steps(ctx context.Context, tgt *target) {
 			r.waitAnswered(ctx, res.mentions, time.Now().Add(r.o.Drain))
 		}
 		time.Sleep(50 * time.Millisecond)
-		fb, ov, last := r.latencies(res.mentions)
+		fb, ov, _ := r.latencies(res.mentions)
 		row := StepRow{Rate: rate, Mentions: len(res.mentions), Answered: len(res.mentions) - late,
 			Ack: distOf(res.acks), Feedback: distOf(fb), Overhead: distOf(ov)}
-		if !last.IsZero() {
-			row.PerSec = round1(float64(row.Answered) / last.Sub(start).Seconds())
-		}
+		// Answered per second of load: the offered rate when all were answered in time.
+		row.PerSec = round1(float64(len(res.mentions)-late) / res.elapsed.Seconds())
 		switch {
 		case res.errors > 0:
 			row.Why = fmt.Sprintf("%d posts failed", res.errors)
