@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -112,6 +113,9 @@ type daemonT struct {
 	insp    *asynq.Inspector
 	enq     *router.AsynqEnqueuer
 	httpLn  net.Listener
+	// loaded is set once the manager has read the workspaces: until then
+	// an empty socket list says nothing and /readyz is not ready.
+	loaded atomic.Bool
 }
 
 // newDaemon opens the stores and builds every piece; nothing runs yet.
@@ -188,6 +192,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 				}
 			},
 			OnWorkspaces: func(ws []konstruct.Workspace) {
+				d.loaded.Store(true)
 				d.web.Set(ws)
 				d.router.InvalidateTenants()
 			},
@@ -349,6 +354,7 @@ type readiness struct {
 	Ready      bool              `json:"ready"`
 	Postgres   string            `json:"postgres"`
 	Redis      string            `json:"redis"`
+	Gateway    string            `json:"gateway,omitempty"` // "starting" until the workspaces are loaded
 	Workspaces []bot.SocketState `json:"workspaces,omitempty"`
 }
 
@@ -363,6 +369,9 @@ func (d *daemonT) readiness(ctx context.Context) readiness {
 		r.Ready, r.Redis = false, "unreachable"
 	}
 	if d.manager != nil {
+		if !d.loaded.Load() {
+			r.Ready, r.Gateway = false, "starting"
+		}
 		r.Workspaces = d.manager.States()
 		for _, s := range r.Workspaces {
 			if s.Connected == 0 {
