@@ -419,13 +419,13 @@ func (c *demoChat) watch(ctx context.Context, channel, thread, ts string) error 
 			old, seen := printed[m.TS]
 			switch {
 			case !seen:
-				fmt.Fprintf(c.out, "  %s: %s", c.agent, m.Text)
+				fmt.Fprintf(c.out, "  %s: %s", c.agent, indent(m.Text))
 				changed = true
 			case m.Text != old && strings.HasPrefix(m.Text, old):
-				fmt.Fprint(c.out, m.Text[len(old):])
+				fmt.Fprint(c.out, indent(m.Text[len(old):]))
 				changed = true
 			case m.Text != old:
-				fmt.Fprintf(c.out, "\n  %s: %s", c.agent, m.Text)
+				fmt.Fprintf(c.out, "\n  %s: %s", c.agent, indent(m.Text))
 				changed = true
 			}
 			printed[m.TS] = m.Text
@@ -449,6 +449,10 @@ func (c *demoChat) watch(ctx context.Context, channel, thread, ts string) error 
 	fmt.Fprintln(c.out)
 	return nil
 }
+
+// indent keeps the lines of an answer under its speaker, apart from the
+// "> " lines the person typed.
+func indent(s string) string { return strings.ReplaceAll(s, "\n", "\n    ") }
 
 // stillThinking reports whether a reply after ts is still the placeholder or streaming.
 func stillThinking(v slacksim.ThreadView, ts string) bool {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -66,6 +67,12 @@ func redactAttr(a slog.Attr) slog.Attr {
 	case slog.KindAny:
 		if err, ok := v.Any().(error); ok {
 			return slog.String(a.Key, konstruct.Redact(err.Error()))
+		}
+		// Anything else (a slice, a struct, a Stringer) keeps its shape
+		// unless its printed form shows a token: then it is logged as
+		// that text, redacted.
+		if s := fmt.Sprintf("%+v", v.Any()); konstruct.Redact(s) != s {
+			return slog.String(a.Key, konstruct.Redact(s))
 		}
 	case slog.KindGroup:
 		attrs := v.Group()

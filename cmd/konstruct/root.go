@@ -100,7 +100,7 @@ func errorLine(err error) string {
 		// says it all and the cause is a database or library string.
 		if e.Err != nil && (e.Code == konstruct.EINTERNAL || e.Code == konstruct.EUNAVAILABLE || e.Code == konstruct.ETIMEOUT) {
 			if cause := e.Err.Error(); !strings.Contains(human, cause) {
-				human += ": " + cause
+				human = strings.TrimSuffix(human, ".") + ": " + cause
 			}
 		}
 		if full := e.Error(); strings.Contains(msg, full) {
