@@ -39,7 +39,8 @@ type ManagerConfig struct {
 	// OnWorkspaces is called with the active workspaces whenever the set
 	// (or a token) changed, and once after the first successful reconcile.
 	OnWorkspaces func([]konstruct.Workspace)
-	// QueueSize bounds the hand-off queue to the router (default 1024).
+	// QueueSize bounds the hand-off queue to the router (default 8192: a few
+	// seconds of a burst; beyond it envelopes stay unacked and Slack redelivers).
 	QueueSize int
 	// AckTimeout bounds an ack (default 1 s): slack-go's Ack can block while
 	// a socket is down.
@@ -109,7 +110,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 	}
 	cfg.ConnectionsPerWorkspace = min(cfg.ConnectionsPerWorkspace, MaxConnectionsPerApp)
 	cfg.ReconcileEvery = cmp.Or(cfg.ReconcileEvery, 5*time.Second)
-	cfg.QueueSize = cmp.Or(cfg.QueueSize, 1024)
+	cfg.QueueSize = cmp.Or(cfg.QueueSize, 8192)
 	cfg.AckTimeout = cmp.Or(cfg.AckTimeout, time.Second)
 	cfg.RetryAfterFailure = cmp.Or(cfg.RetryAfterFailure, time.Minute)
 	if cfg.HTTPClient == nil {

@@ -92,7 +92,9 @@ type Config struct {
 	// TenantTTL is how long a team → tenant answer is cached (default 5 s;
 	// InvalidateTenants drops the cache at once).
 	TenantTTL time.Duration
-	// Workers is how many messages Run routes at once (default 8).
+	// Workers is how many messages Run routes at once (default 64): routing is
+	// mostly waiting on Redis and Slack, so many cheap goroutines keep up with
+	// thousands of events per second.
 	Workers int
 	// DrainTimeout bounds the routing of what is still queued once Run's
 	// context has ended (default 10 s).
@@ -131,7 +133,7 @@ func New(cfg Config, deps Deps) *Router {
 	cfg.EnqueueRetryFor = cmp.Or(cfg.EnqueueRetryFor, 30*time.Second)
 	cfg.DedupeTTL = cmp.Or(cfg.DedupeTTL, 24*time.Hour)
 	cfg.TenantTTL = cmp.Or(cfg.TenantTTL, 5*time.Second)
-	cfg.Workers = cmp.Or(cfg.Workers, 8)
+	cfg.Workers = cmp.Or(cfg.Workers, 64)
 	cfg.DrainTimeout = cmp.Or(cfg.DrainTimeout, 10*time.Second)
 	log := cfg.Logger
 	if log == nil {

@@ -35,7 +35,7 @@ func (s *Store) RecordReply(ctx context.Context, r konstruct.Reply) error {
 				outcome = EXCLUDED.outcome, error = EXCLUDED.error`,
 			r.TenantID, workspaceID, r.TeamID, r.ChannelID, r.ThreadTS, r.MessageTS, r.EventID,
 			r.Model, r.Provider, r.PromptTokens, r.CompletionTokens,
-			r.TimeToFirstToken.Milliseconds(), r.Latency.Milliseconds(),
+			ceilMS(r.TimeToFirstToken), ceilMS(r.Latency),
 			r.Outcome, konstruct.Redact(r.Error))
 		return err
 	})
@@ -76,4 +76,13 @@ func (s *Store) Replies(ctx context.Context, tenantID string, limit int) ([]kons
 		return nil, wrap(err, "replies")
 	}
 	return out, nil
+}
+
+// ceilMS rounds a duration up to whole milliseconds, so a sub-millisecond
+// time to first token is stored as 1 ms, not as "none".
+func ceilMS(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
 }

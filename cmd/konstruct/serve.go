@@ -147,6 +147,9 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 	if err != nil {
 		return nil, fmt.Errorf("redis.url: %w", err)
 	}
+	// The router runs many goroutines that each make a few round trips;
+	// go-redis' default pool (10 per CPU) would make them queue for a conn.
+	ropt.PoolSize = max(ropt.PoolSize, 128)
 	d.rdb = redis.NewClient(ropt)
 	aopt, err := asynq.ParseRedisURI(cfg.Redis.URL)
 	if err != nil {
