@@ -167,7 +167,7 @@ func TestEditsShareTheWorkspaceBudget(t *testing.T) {
 	elapsed := time.Since(start)
 	calls := e.sim.Calls("chat.update") - base
 	// Six replies streaming 4 s each alone would make ~24 intermediate edits;
-	// sharing 60/min (burst 5, 2 kept for finals) allows ~burst + 1/s.
+	// sharing 60/min (burst budgetBurst, 2 kept for finals) allows ~burst + 1/s.
 	limit := budgetBurst + int(elapsed.Seconds()) + n + 1
 	if calls > limit {
 		t.Errorf("%d chat.update calls in %v, budget allows %d", calls, elapsed, limit)

@@ -44,7 +44,7 @@ type teamBudget struct {
 }
 
 const (
-	budgetBurst   = 5
+	budgetBurst   = 10 // Slack tolerates short bursts above Tier 3 (~50/min); a burst of questions should not queue
 	reserveTokens = 2
 )
 
