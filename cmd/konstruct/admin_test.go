@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/konstruct/konstruct"
 	"github.com/konstruct/konstruct/internal/testenv"
 	"github.com/konstruct/konstruct/slacksim"
 	"github.com/konstruct/konstruct/store"
@@ -330,6 +333,29 @@ func TestConfigErrors(t *testing.T) {
 				if !strings.Contains(r.line(), w) {
 					t.Errorf("error %q does not say %q", r.line(), w)
 				}
+			}
+		})
+	}
+}
+
+func TestErrorLine(t *testing.T) {
+	t.Parallel()
+	refused := &konstruct.Error{Code: konstruct.EUNAUTHORIZED, Message: "Slack refused the token (invalid_auth) in auth.test", Err: errors.New("invalid_auth")}
+	down := &konstruct.Error{Code: konstruct.EUNAVAILABLE, Message: "PostgreSQL does not answer.", Err: errors.New("dial tcp: connection refused")}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"context kept, code and cause dropped", fmt.Errorf("workspace add: bot token: %w", refused), "workspace add: bot token: Slack refused the token (invalid_auth) in auth.test"},
+		{"cause kept for an outage", fmt.Errorf("tenant list: %w", down), "tenant list: PostgreSQL does not answer: dial tcp: connection refused"},
+		{"joined", errors.Join(errors.New("a: --name is required"), errors.New("config: b")), "a: --name is required; config: b"},
+		{"multi-line", errors.New("connect:\n\t127.0.0.1:1: refused\n\t127.0.0.1:2: refused"), "connect: 127.0.0.1:1: refused; 127.0.0.1:2: refused"},
+		{"token", fmt.Errorf("post with xoxb-123-456-abcdef and xapp-1-A1-2-ff: %w", refused), "post with xoxb-[REDACTED] and xapp-[REDACTED]: Slack refused the token (invalid_auth) in auth.test"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := errorLine(tc.err); got != tc.want {
+				t.Errorf("errorLine = %q\nwant         %q", got, tc.want)
 			}
 		})
 	}

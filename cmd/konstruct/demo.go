@@ -71,7 +71,7 @@ func (a *app) demo(cmd *cobra.Command, o demoOptions) error {
 	}
 	// The demo's logs go to a file-like sink so they don't garble the chat;
 	// warnings and errors still reach stderr.
-	a.logger = newLogger(a.stderr, "text", "warn")
+	a.setLogger(newLogger(a.stderr, "text", "warn"))
 	out := a.stdout
 	say := func(format string, args ...any) { fmt.Fprintf(out, "▸ "+format+"\n", args...) }
 

@@ -77,7 +77,7 @@ func (a *app) doctor(cmd *cobra.Command) []check {
 		add(check{Name: "config", Detail: err.Error(), Fix: "correct the config file or the KONSTRUCT_* variable named above"})
 		return checks
 	}
-	a.logger = newLogger(a.stderr, "text", "error")
+	a.setLogger(newLogger(a.stderr, "text", "error"))
 	all := []config.Part{config.NeedDatabase, config.NeedSecret, config.NeedRedis, config.NeedSlack, config.NeedLLM, config.NeedWorker, config.NeedHTTP}
 	if err := cfg.Validate(all...); err != nil {
 		add(check{Name: "config", Detail: strings.ReplaceAll(err.Error(), "\n", "; "), Fix: "set the keys named above in the config file or the environment"})

@@ -7,6 +7,10 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/konstruct/konstruct"
 )
@@ -33,6 +37,30 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 		h = slog.NewJSONHandler(w, opts)
 	}
 	return slog.New(redactHandler{h})
+}
+
+// processLogger is the logger of the last command that loaded its config:
+// libraries with a process-wide logger (go-redis) write through it.
+var (
+	processLogger   atomic.Pointer[slog.Logger]
+	redisLoggerOnce sync.Once
+)
+
+// routeLibraryLogs sends go-redis's own messages (pool dial failures while
+// Redis is down…) to the process logger, so that a service's stderr stays
+// one JSON object per line.
+func routeLibraryLogs() {
+	redisLoggerOnce.Do(func() { redis.SetLogger(redisLogger{}) })
+}
+
+type redisLogger struct{}
+
+func (redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l := processLogger.Load()
+	if l == nil {
+		l = slog.Default()
+	}
+	l.WarnContext(ctx, strings.TrimSpace(fmt.Sprintf(format, v...)), "component", "redis")
 }
 
 // redactHandler redacts Slack tokens in the message and string attributes.

@@ -81,8 +81,15 @@ func (a *app) configAnd(cmd *cobra.Command, flagErr error, parts ...config.Part)
 	if err != nil || flagErr != nil {
 		return nil, errors.Join(flagErr, err)
 	}
-	a.logger = newLogger(a.stderr, cfg.Log.Format, cfg.Log.Level)
+	a.setLogger(newLogger(a.stderr, cfg.Log.Format, cfg.Log.Level))
 	return cfg, nil
+}
+
+// setLogger sets the command's logger, which libraries with a process-wide
+// logger (go-redis) use too.
+func (a *app) setLogger(l *slog.Logger) {
+	a.logger = l
+	processLogger.Store(l)
 }
 
 // errorLine renders an error as the one line the CLI prints on stderr: the
@@ -109,7 +116,13 @@ func errorLine(err error) string {
 			msg = human
 		}
 	}
-	msg = strings.ReplaceAll(strings.TrimSpace(msg), "\n", "; ")
+	var parts []string
+	for l := range strings.SplitSeq(msg, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			parts = append(parts, l)
+		}
+	}
+	msg = strings.ReplaceAll(strings.Join(parts, "; "), ":; ", ": ")
 	return konstruct.Redact(msg)
 }
 

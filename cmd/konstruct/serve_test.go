@@ -257,13 +257,16 @@ func TestHealthReadinessMetrics(t *testing.T) {
 		t.Errorf("/healthz = %d %q", code, body)
 	}
 	var rd readiness
-	waitFor(t, 10*time.Second, "/readyz 200", func() bool {
+	waitFor(t, 10*time.Second, "/readyz 200 with both sockets up", func() bool {
 		code, body := d.get(t, "/readyz")
 		rd = readiness{}
 		if err := json.Unmarshal([]byte(body), &rd); err != nil {
 			t.Fatalf("/readyz body %q: %v", body, err)
 		}
-		return code == 200
+		if code != 200 && rd.Ready || code == 200 && !rd.Ready {
+			t.Fatalf("/readyz %d with %s", code, body)
+		}
+		return code == 200 && len(rd.Workspaces) == 1 && rd.Workspaces[0].Connected == 2
 	})
 	if !rd.Ready || rd.Postgres != "ok" || rd.Redis != "ok" || len(rd.Workspaces) != 1 ||
 		rd.Workspaces[0].TeamID != ws.TeamID || rd.Workspaces[0].Connected != 2 {
