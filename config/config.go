@@ -229,8 +229,16 @@ func Load(opts Options) (*Config, error) {
 func checkTypes(v *viper.Viper) error {
 	var errs []error
 	for k, d := range defaults {
-		raw, ok := v.Get(k).(string)
+		val := v.Get(k)
+		raw, ok := val.(string)
 		if !ok {
+			// A bare number in a file would become nanoseconds.
+			if dv, isDur := d.(string); isDur && isDuration(dv) {
+				switch val.(type) {
+				case int, int64, float64, uint64:
+					errs = append(errs, &KeyError{Key: k, Reason: fmt.Sprintf("must be a duration with a unit such as %s, got %v", dv, val)})
+				}
+			}
 			continue
 		}
 		raw = strings.TrimSpace(raw)
@@ -240,7 +248,7 @@ func checkTypes(v *viper.Viper) error {
 				errs = append(errs, &KeyError{Key: k, Reason: fmt.Sprintf("must be a whole number, got %q", raw)})
 			}
 		case string:
-			if _, err := time.ParseDuration(dv); dv == "" || err != nil {
+			if !isDuration(dv) {
 				continue // not a duration key
 			}
 			if _, err := time.ParseDuration(raw); err != nil {
@@ -250,6 +258,13 @@ func checkTypes(v *viper.Viper) error {
 	}
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)
+}
+
+// isDuration reports whether a default is a duration ("30s"), which makes
+// its key a duration key.
+func isDuration(s string) bool {
+	_, err := time.ParseDuration(s)
+	return s != "" && err == nil
 }
 
 func lookup(getenv func(string) string, name string) (string, bool) {

@@ -62,11 +62,11 @@ llm:
 		t.Fatal(err)
 	}
 	cfg, err := Load(Options{Path: file, Flags: fs, Getenv: env(map[string]string{
-		"KONSTRUCT_RATELIMIT_PER_MINUTE":    "9",              // env beats file
-		"KONSTRUCT_HTTP_ADDR":               "127.0.0.1:2222", // flag beats env
-		"KONSTRUCT_THREADS_ENGAGED_TTL":     "5m",             // env for a key absent from the file
+		"KONSTRUCT_RATELIMIT_PER_MINUTE":     "9",              // env beats file
+		"KONSTRUCT_HTTP_ADDR":                "127.0.0.1:2222", // flag beats env
+		"KONSTRUCT_THREADS_ENGAGED_TTL":      "5m",             // env for a key absent from the file
 		"KONSTRUCT_LLM_TIMEOUTS_FIRST_TOKEN": "2s",
-		"KONSTRUCT_SECRET_KEY_PREVIOUS":     "a, b",
+		"KONSTRUCT_SECRET_KEY_PREVIOUS":      "a, b",
 	})})
 	if err != nil {
 		t.Fatal(err)
@@ -151,5 +151,31 @@ func TestMissingExplicitFile(t *testing.T) {
 	_, err := Load(Options{Path: filepath.Join(t.TempDir(), "nope.yaml"), Getenv: env(nil)})
 	if err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestLoadNamesBadNumbersAndDurations: a value that does not parse names
+// its key, its variable and what is expected, from the environment or a file.
+func TestLoadNamesBadNumbersAndDurations(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "k.yaml")
+	if err := os.WriteFile(file, []byte("llm:\n  timeouts:\n    idle: forever\n    total: 300\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(Options{Path: file, Getenv: env(map[string]string{
+		"KONSTRUCT_WORKER_CONCURRENCY":  "lots",
+		"KONSTRUCT_THREADS_ENGAGED_TTL": "30",
+	})})
+	if err == nil {
+		t.Fatal("Load accepted bad values")
+	}
+	for _, want := range []string{
+		`worker.concurrency must be a whole number, got "lots"`, "KONSTRUCT_WORKER_CONCURRENCY",
+		`threads.engaged_ttl must be a duration such as 30m, got "30"`, "KONSTRUCT_THREADS_ENGAGED_TTL",
+		`llm.timeouts.idle must be a duration such as 30s, got "forever"`,
+		`llm.timeouts.total must be a duration with a unit such as 5m, got 300`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
 	}
 }
