@@ -23,6 +23,20 @@ func init() {
 	commands = append(commands, newMigrateCmd, newTenantCmd, newAgentCmd, newWorkspaceCmd)
 }
 
+// storeFor loads and validates the config a command needs (reporting flagErr
+// with it) and opens the store: the start of every admin command.
+func (a *app) storeFor(cmd *cobra.Command, flagErr error, parts ...config.Part) (*config.Config, *store.Store, error) {
+	cfg, err := a.configAnd(cmd, flagErr, parts...)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := a.openStore(cmd.Context(), cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, st, nil
+}
+
 // openStore opens the store as the runtime role. The secret box is built
 // when secret_key is set; commands that touch tokens require it.
 func (a *app) openStore(ctx context.Context, cfg *config.Config) (*store.Store, error) {
@@ -71,11 +85,7 @@ func newTenantCmd(a *app) *cobra.Command {
 			if strings.TrimSpace(name) == "" {
 				flagErr = fmt.Errorf("tenant create: --name is required")
 			}
-			cfg, err := a.configAnd(cmd, flagErr, config.NeedDatabase)
-			if err != nil {
-				return err
-			}
-			st, err := a.openStore(cmd.Context(), cfg)
+			_, st, err := a.storeFor(cmd, flagErr, config.NeedDatabase)
 			if err != nil {
 				return err
 			}
@@ -96,11 +106,7 @@ func newTenantCmd(a *app) *cobra.Command {
 		Short: "List tenants",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := a.config(cmd, config.NeedDatabase)
-			if err != nil {
-				return err
-			}
-			st, err := a.openStore(cmd.Context(), cfg)
+			_, st, err := a.storeFor(cmd, nil, config.NeedDatabase)
 			if err != nil {
 				return err
 			}
@@ -140,11 +146,7 @@ func newAgentCmd(a *app) *cobra.Command {
 			if len(missing) > 0 {
 				flagErr = fmt.Errorf("agent set: %s required", strings.Join(missing, ", "))
 			}
-			cfg, err := a.configAnd(cmd, flagErr, config.NeedDatabase)
-			if err != nil {
-				return err
-			}
-			st, err := a.openStore(cmd.Context(), cfg)
+			_, st, err := a.storeFor(cmd, flagErr, config.NeedDatabase)
 			if err != nil {
 				return err
 			}
@@ -196,16 +198,12 @@ func newWorkspaceCmd(a *app) *cobra.Command {
 			if botToken == "" {
 				missing = append(missing, fmt.Errorf("workspace add: --bot-token is required (a bot token, xoxb-…)"))
 			}
-			cfg, err := a.configAnd(cmd, errors.Join(missing...), config.NeedDatabase, config.NeedSecret, config.NeedSlack)
-			if err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			st, err := a.openStore(ctx, cfg)
+			cfg, st, err := a.storeFor(cmd, errors.Join(missing...), config.NeedDatabase, config.NeedSecret, config.NeedSlack)
 			if err != nil {
 				return err
 			}
 			defer st.Close()
+			ctx := cmd.Context()
 			t, err := st.ResolveTenant(ctx, tenant)
 			if err != nil {
 				return fmt.Errorf("workspace add: tenant %q: %w", tenant, err)
@@ -246,11 +244,7 @@ func newWorkspaceCmd(a *app) *cobra.Command {
 		Short: "Disconnect a workspace (a running daemon closes its sockets within 10 s)",
 		Args:  exactArgs(1, "one TEAM_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := a.config(cmd, config.NeedDatabase)
-			if err != nil {
-				return err
-			}
-			st, err := a.openStore(cmd.Context(), cfg)
+			_, st, err := a.storeFor(cmd, nil, config.NeedDatabase)
 			if err != nil {
 				return err
 			}
@@ -268,11 +262,7 @@ func newWorkspaceCmd(a *app) *cobra.Command {
 		Short: "List workspaces (tokens are never printed)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := a.config(cmd, config.NeedDatabase)
-			if err != nil {
-				return err
-			}
-			st, err := a.openStore(cmd.Context(), cfg)
+			_, st, err := a.storeFor(cmd, nil, config.NeedDatabase)
 			if err != nil {
 				return err
 			}
@@ -296,11 +286,7 @@ func newWorkspaceCmd(a *app) *cobra.Command {
 			"`konstruct workspace rekey`, then remove the old key from secret_key_previous.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := a.config(cmd, config.NeedDatabase, config.NeedSecret)
-			if err != nil {
-				return err
-			}
-			st, err := a.openStore(cmd.Context(), cfg)
+			cfg, st, err := a.storeFor(cmd, nil, config.NeedDatabase, config.NeedSecret)
 			if err != nil {
 				return err
 			}
