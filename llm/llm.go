@@ -490,7 +490,11 @@ func finalError(last Attempt, n int) error {
 	if last.Err == nil { // no provider could serve the model
 		return konstruct.Errorf(konstruct.EINVALID, "No language model provider serves the requested model.")
 	}
-	cause := fmt.Errorf("%d attempt(s) failed, last on %s with model %s: %w", n, last.Provider, last.Model, last.Err)
+	on := last.Provider
+	if last.Model != "" {
+		on += " with model " + last.Model
+	}
+	cause := fmt.Errorf("%d attempt(s) failed, last on %s: %w", n, on, last.Err)
 	e := &konstruct.Error{Code: konstruct.EUNAVAILABLE, Message: "I couldn't reach the language model.", Err: cause}
 	switch s := last.Status; {
 	case s == http.StatusUnauthorized || s == http.StatusForbidden:
