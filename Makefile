@@ -32,7 +32,7 @@ lint: ## gofmt, go vet, and golangci-lint when installed
 bench: services build ## run the benchmark (ack path, router, pipeline, sockets); BENCH_FLAGS=--quick for a short run
 	$(BIN) bench $(BENCH_FLAGS)
 
-demo: build ## start the demo: in-process Slack emulator + daemon + a terminal chat
+demo: services build ## start the demo: in-process Slack emulator + daemon + a terminal chat
 	$(BIN) demo
 
 clean: ## remove build output and private services data
