@@ -57,10 +57,12 @@ func TestHistoryOrderNamesAndBudget(t *testing.T) {
 			hist := msgs[1 : len(msgs)-1]
 			type turn struct{ role, content string }
 			all := []turn{
-				{"user", "Our anvil order #42 arrived dented."},
-				{"user", "Same here with order #43."},
+				// People's turns carry their name in the text too: Ollama and
+				// llama.cpp drop the `name` field.
+				{"user", "[alice] Our anvil order #42 arrived dented."},
+				{"user", "[bob] Same here with order #43."},
 				{"assistant", "Sorry to hear that! Send me photos of the dents."},
-				{"user", "Photos are attached above."},
+				{"user", "[alice] Photos are attached above."},
 			}
 			want := all[len(all)-tc.wantLen:]
 			if len(hist) != len(want) {

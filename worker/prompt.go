@@ -19,7 +19,7 @@ const transparencyClause = "You are an AI assistant, not a human being. Never cl
 const formattingGuide = "You are answering in a Slack thread. Write standard Markdown: **bold**, _italic_, " +
 	"lists, [links](https://example.com), `inline code`, fenced code blocks with a language (```go), " +
 	"and tables when they help. Do not use HTML. Keep answers focused and conversational; " +
-	"earlier messages of the thread are given with the name of who wrote them."
+	"earlier messages of the thread start with the name of who wrote them in brackets, like [alice]; never start your own answer with a name."
 
 // systemPrompt builds the system message: the tenant's instructions, the
 // agent's identity and persona, the transparency clause and formatting guidance.
@@ -143,7 +143,7 @@ func (w *Server) buildMessages(ctx context.Context, agent konstruct.Agent, msg k
 		if isBot && speaker == "" {
 			speaker = "another bot"
 		}
-		earlier = append(earlier, llm.Message{Role: "user", Name: speaker, Content: text})
+		earlier = append(earlier, userTurn(speaker, text))
 	}
 
 	// Keep the newest messages that fit the budget.
@@ -166,8 +166,21 @@ func (w *Server) buildMessages(ctx context.Context, agent konstruct.Agent, msg k
 	if q == "" {
 		q = "(The user mentioned you without a message.)"
 	}
+	// The question itself carries its author only in `name`: it is the
+	// turn being answered, and echoing back a "[name]" prefix looks odd.
 	out = append(out, llm.Message{Role: "user", Name: name(msg.User), Content: q})
 	return out
+}
+
+// userTurn is a person's earlier message in the thread. The speaker goes in the OpenAI `name`
+// field and, because several servers (Ollama, llama.cpp) drop that field,
+// in front of the text too: in a thread with several people the model must
+// know who said what.
+func userTurn(speaker, text string) llm.Message {
+	if speaker == "" {
+		return llm.Message{Role: "user", Content: text}
+	}
+	return llm.Message{Role: "user", Name: speaker, Content: "[" + speaker + "] " + text}
 }
 
 // tsBefore compares Slack timestamps ("1712345678.000100").
