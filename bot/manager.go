@@ -8,8 +8,10 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/konstruct/konstruct"
@@ -40,21 +42,25 @@ type ManagerConfig struct {
 	// (or a token) changed, and once after the first successful reconcile.
 	OnWorkspaces func([]konstruct.Workspace)
 	// QueueSize bounds the hand-off queue to the router (default 8192: a few
-	// seconds of a burst; beyond it envelopes stay unacked and Slack redelivers).
+	// seconds of a burst). Room is reserved before an envelope is acked;
+	// without room it stays unacked and Slack redelivers it.
 	QueueSize int
-	// AckTimeout bounds an ack (default 1 s): slack-go's Ack can block while
-	// a socket is down.
+	// AckTimeout is the write deadline of an ack (default 1 s); a socket
+	// whose ack could not be written is replaced.
 	AckTimeout time.Duration
-	// PingInterval is how long a socket may go without a server PING before
-	// it reconnects (slack-go's default 30 s).
+	// PingInterval is how often Slack is expected to PING (default 30 s): a
+	// socket that receives no frame and no PING for twice that is replaced.
 	PingInterval time.Duration
-	// RetryAfterFailure is how long an app whose connections fail for a
-	// reason other than a refused token waits before the next try (default
-	// 1 min); slack-go's own backoff covers ordinary network errors.
+	// RetryAfterFailure is how long an app whose Socket Mode Slack disabled
+	// (link_disabled) waits before it tries again (default 1 min). Other
+	// failures are retried with a jittered backoff of 100 ms doubling to 30 s.
 	RetryAfterFailure time.Duration
-	Logger            *slog.Logger
-	Metrics           *metrics.Metrics
-	HTTPClient        *http.Client
+	// Normalizers is how many goroutines decode handed-off envelopes into
+	// messages for Events (default GOMAXPROCS, at least 2).
+	Normalizers int
+	Logger      *slog.Logger
+	Metrics     *metrics.Metrics
+	HTTPClient  *http.Client
 }
 
 // SocketState is the state of one workspace's sockets, for /readyz.
@@ -68,19 +74,28 @@ type SocketState struct {
 }
 
 // Manager keeps the Socket Mode connections of every active workspace open,
-// acks each envelope and hands the messages to the router through a bounded
-// queue (Events). Sockets belong to app-level tokens: workspaces sharing one
-// app share its connections.
+// acks each envelope as soon as it is read (after reserving its room in the
+// hand-off queue), and hands the messages, normalized off the read loop by a
+// small pool, to the router through a bounded queue (Events). Sockets belong
+// to app-level tokens: workspaces sharing one app share its connections.
 //
 // Shutdown: when Run's context ends (or Close is called) the manager stops
 // reading its sockets (unread envelopes stay unacked, so Slack hands them to
 // another connection or daemon), lets the acks already written flush, closes
-// the sockets, and then closes the Events channel. The router drains
+// the sockets, lets the normalizers put every envelope handed off into
+// Events, and then closes the Events channel. The router drains
 // everything queued before the close: an acked message is always routed.
 type Manager struct {
 	cfg    ManagerConfig
 	log    *slog.Logger
 	events chan konstruct.Message
+
+	// raw carries acked envelopes from the read loops to the normalizers.
+	// pending counts the envelopes reserved and not yet in events (or
+	// dropped by normalize): pending+len(events) never exceeds QueueSize,
+	// so neither raw nor events ever blocks a send.
+	raw     chan rawEnvelope
+	pending atomic.Int64
 
 	trigger chan struct{}
 	closing chan struct{} // closed by Close
@@ -101,6 +116,17 @@ type Manager struct {
 	// dropAck, in tests, makes the read loop skip the ack of an envelope
 	// (as if it were lost), after handing the message off.
 	dropAck func(envelopeID string) bool
+	// onSession, in tests, observes socket life: "hello" when a socket of
+	// slot conn (its gen-th connect) is up, "closed" when its reader ended.
+	onSession func(conn, gen int, event string)
+	// beforeNormalize, in tests, runs in a normalizer before each envelope.
+	beforeNormalize func()
+}
+
+func (m *Manager) hook(conn, gen int, event string) {
+	if m.onSession != nil {
+		m.onSession(conn, gen, event)
+	}
 }
 
 // NewManager returns a Manager; Run starts it.
@@ -112,6 +138,10 @@ func NewManager(cfg ManagerConfig) *Manager {
 	cfg.ReconcileEvery = cmp.Or(cfg.ReconcileEvery, 5*time.Second)
 	cfg.QueueSize = cmp.Or(cfg.QueueSize, 8192)
 	cfg.AckTimeout = cmp.Or(cfg.AckTimeout, time.Second)
+	cfg.PingInterval = cmp.Or(cfg.PingInterval, 30*time.Second)
+	if cfg.Normalizers <= 0 {
+		cfg.Normalizers = max(2, runtime.GOMAXPROCS(0))
+	}
 	cfg.RetryAfterFailure = cmp.Or(cfg.RetryAfterFailure, time.Minute)
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: 30 * time.Second}
@@ -124,6 +154,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 		cfg:     cfg,
 		log:     log.With("component", "gateway"),
 		events:  make(chan konstruct.Message, cfg.QueueSize),
+		raw:     make(chan rawEnvelope, cfg.QueueSize),
 		trigger: make(chan struct{}, 1),
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
@@ -190,6 +221,11 @@ func (m *Manager) Run(ctx context.Context) error {
 		}
 	}()
 
+	var norm sync.WaitGroup
+	for range m.cfg.Normalizers {
+		norm.Go(m.normalizeLoop)
+	}
+
 	apps := map[string]*appGroup{}
 	ticker := time.NewTicker(m.cfg.ReconcileEvery)
 	defer ticker.Stop()
@@ -201,6 +237,9 @@ func (m *Manager) Run(ctx context.Context) error {
 				g.stop()
 			}
 			m.wg.Wait()
+			// Every reader has returned: what they handed off is in raw.
+			close(m.raw)
+			norm.Wait()
 			m.evClose.Do(func() { close(m.events) })
 			m.setStates(nil)
 			m.log.Info("gateway stopped")
@@ -305,4 +344,48 @@ func (m *Manager) States() []SocketState {
 	}
 	slices.SortFunc(out, func(a, b SocketState) int { return cmp.Compare(a.TeamID, b.TeamID) })
 	return out
+}
+
+// rawEnvelope is an acked events_api envelope on its way to normalize.
+type rawEnvelope struct {
+	g          *appGroup
+	buf        *[]byte // the frame, back to the pool once normalized
+	payload    []byte  // within *buf
+	retry      int
+	receivedAt time.Time
+}
+
+// reserve takes room for one envelope in the hand-off, without waiting.
+func (m *Manager) reserve() bool {
+	for {
+		p := m.pending.Load()
+		if int(p)+len(m.events) >= cap(m.events) {
+			return false
+		}
+		if m.pending.CompareAndSwap(p, p+1) {
+			return true
+		}
+	}
+}
+
+// normalizeLoop decodes handed-off envelopes into Events until raw closes.
+// Its sends never block for long: the room was reserved before the ack.
+func (m *Manager) normalizeLoop() {
+	for e := range m.raw {
+		if m.beforeNormalize != nil {
+			m.beforeNormalize()
+		}
+		msg, err := normalize(e.payload, e.receivedAt, e.g.botUser)
+		putFrameBuf(e.buf)
+		switch {
+		case errors.Is(err, ErrNotMessage):
+		case err != nil:
+			m.log.Warn("malformed event acked and dropped", "app_id", e.g.appIDOr(), "error", errString(err))
+		default:
+			msg.RetryAttempt = e.retry
+			m.events <- msg
+			m.cfg.Metrics.QueueDepth(len(m.events))
+		}
+		m.pending.Add(-1)
+	}
 }

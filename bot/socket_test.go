@@ -1,0 +1,447 @@
+package bot
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/konstruct/konstruct/metrics"
+	"github.com/konstruct/konstruct/slacksim"
+)
+
+// startManagerWith is startManager with the test hooks set before Run.
+func startManagerWith(t *testing.T, sim *slacksim.Server, cfg ManagerConfig, hooks func(*Manager)) *Manager {
+	t.Helper()
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	cfg.APIURL = sim.APIURL()
+	cfg.HTTPClient = &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	m := NewManager(cfg)
+	if hooks != nil {
+		hooks(m)
+	}
+	done := make(chan error, 1)
+	go func() { done <- m.Run(context.Background()) }()
+	t.Cleanup(func() {
+		m.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		for range m.Events() { //nolint:revive // drain
+		}
+	})
+	return m
+}
+
+// sessionLog records the onSession hook's events in order.
+type sessionLog struct {
+	mu     sync.Mutex
+	events []string // "conn/gen/event"
+}
+
+func (l *sessionLog) hook(conn, gen int, event string) {
+	l.mu.Lock()
+	l.events = append(l.events, fmt.Sprintf("%d/%d/%s", conn, gen, event))
+	l.mu.Unlock()
+}
+
+func (l *sessionLog) snapshot() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.events)
+}
+
+func (l *sessionLog) index(ev string) int { return slices.Index(l.snapshot(), ev) }
+
+// The ack does not wait for normalization or the router: with every
+// normalizer blocked, envelopes are still acked at once, and the messages
+// arrive once the normalizers resume.
+func TestManagerAcksBeforeNormalizing(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t, slacksim.WithAckTimeout(5*time.Second))
+	ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
+	src := &source{}
+	src.set(workspaceOf(ws))
+	mx := metrics.New()
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) }) // before the manager's cleanup
+	var blocked atomic.Int64
+	m := startManagerWith(t, sim, ManagerConfig{Source: src.list, Metrics: mx, Normalizers: 2}, func(m *Manager) {
+		m.beforeNormalize = func() {
+			blocked.Add(1)
+			<-release
+		}
+	})
+	waitFor(t, 5*time.Second, "sockets", func() bool { return sim.Connections(ws.AppID) == 2 })
+
+	var want []string
+	for i := range 10 {
+		ts, err := sim.DM(ws.TeamID, ws.UserIDs[0], fmt.Sprintf("msg %d", i), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, ts)
+	}
+	waitFor(t, 2*time.Second, "acks while normalization is blocked", func() bool { return sim.Unacked() == 0 })
+	if n := blocked.Load(); n == 0 || n > 2 {
+		t.Errorf("%d normalizers blocked, want 1–2", n)
+	}
+	select {
+	case msg := <-m.Events():
+		t.Fatalf("a message got through blocked normalizers: %+v", msg)
+	default:
+	}
+	for _, st := range sim.Envelopes() {
+		if st.Retries != 0 {
+			t.Errorf("envelope %s redelivered", st.EnvelopeID)
+		}
+	}
+	releaseOnce.Do(func() { close(release) })
+	got := collect(t, m, 5*time.Second, want...)
+	for _, ts := range want {
+		if len(got[ts]) != 1 {
+			t.Errorf("%s delivered %d times", ts, len(got[ts]))
+		}
+	}
+	if n := value(mx.EnvelopesAcked); n != 10 {
+		t.Errorf("acked %v, want 10", n)
+	}
+}
+
+// warning and refresh_requested: the replacement socket says hello before
+// the old one closes, the app never has fewer sockets than it wants, and no
+// envelope is lost.
+func TestManagerMakeBeforeBreak(t *testing.T) {
+	t.Parallel()
+	for _, reason := range []string{"refresh_requested", "warning"} {
+		t.Run(reason, func(t *testing.T) {
+			t.Parallel()
+			sim := newSim(t, slacksim.WithAckTimeout(time.Second), slacksim.WithDisconnectGrace(5*time.Second))
+			ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
+			src := &source{}
+			src.set(workspaceOf(ws))
+			mx := metrics.New()
+			log := &sessionLog{}
+			m := startManagerWith(t, sim, ManagerConfig{Source: src.list, Metrics: mx},
+				func(m *Manager) { m.onSession = log.hook })
+			waitFor(t, 5*time.Second, "sockets", func() bool { return sim.Connections(ws.AppID) == 2 })
+			opens := sim.Calls("apps.connections.open")
+
+			// Watch the server side: the app must never drop below 2.
+			stop := make(chan struct{})
+			minConns := atomic.Int64{}
+			minConns.Store(2)
+			var watch sync.WaitGroup
+			watch.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if n := int64(sim.Connections(ws.AppID)); n < minConns.Load() {
+						minConns.Store(n)
+					}
+					time.Sleep(100 * time.Microsecond)
+				}
+			})
+
+			var want []string
+			for i := range 40 {
+				if i == 10 {
+					if n := sim.Disconnect(ws.AppID, reason); n != 2 {
+						t.Fatalf("disconnect reached %d sockets", n)
+					}
+				}
+				ts, err := sim.DM(ws.TeamID, ws.UserIDs[0], fmt.Sprintf("msg %d", i), "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, ts)
+				time.Sleep(5 * time.Millisecond)
+			}
+			got := collect(t, m, 10*time.Second, want...)
+			waitFor(t, 5*time.Second, "old sockets closed", func() bool {
+				return log.index("0/1/closed") >= 0 && log.index("1/1/closed") >= 0
+			})
+			close(stop)
+			watch.Wait()
+			waitFor(t, 5*time.Second, "all acked", func() bool { return sim.Unacked() == 0 })
+
+			for _, ts := range want {
+				if len(got[ts]) == 0 {
+					t.Errorf("%s lost", ts)
+				}
+			}
+			for slot := range 2 {
+				hello, closed := log.index(fmt.Sprintf("%d/2/hello", slot)), log.index(fmt.Sprintf("%d/1/closed", slot))
+				if hello < 0 || closed < 0 || hello > closed {
+					t.Errorf("slot %d: new hello at %d, old closed at %d: %v", slot, hello, closed, log.snapshot())
+				}
+			}
+			if n := minConns.Load(); n < 2 {
+				t.Errorf("the app went down to %d sockets during the refresh", n)
+			}
+			if n := sim.Calls("apps.connections.open") - opens; n != 2 {
+				t.Errorf("%d apps.connections.open calls for the refresh, want 2", n)
+			}
+			if value(mx.Reconnects) != 2 {
+				t.Errorf("reconnects %v, want 2", value(mx.Reconnects))
+			}
+			if reason == "refresh_requested" {
+				// Slack routes nothing to a socket it asked to refresh:
+				// nothing had to be redelivered.
+				for _, st := range sim.Envelopes() {
+					if st.Retries != 0 {
+						t.Errorf("envelope %s redelivered", st.EnvelopeID)
+					}
+				}
+			}
+			if st := m.States(); len(st) != 1 || st[0].Connected != 2 {
+				t.Errorf("States = %+v", st)
+			}
+			if n := value(mx.SocketsConnected); n != 2 {
+				t.Errorf("sockets gauge %v", n)
+			}
+		})
+	}
+}
+
+// A socket that hears no PING (nor any frame) for twice the ping interval
+// is replaced; one that is pinged stays.
+func TestManagerPingTimeoutReconnects(t *testing.T) {
+	t.Parallel()
+	t.Run("silent server", func(t *testing.T) {
+		t.Parallel()
+		sim := newSim(t, slacksim.WithPingInterval(time.Hour))
+		ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
+		src := &source{}
+		src.set(workspaceOf(ws))
+		mx := metrics.New()
+		m := startManager(t, sim, ManagerConfig{Source: src.list, Metrics: mx, PingInterval: 100 * time.Millisecond, ConnectionsPerWorkspace: 1})
+		waitFor(t, 5*time.Second, "reconnects", func() bool { return value(mx.Reconnects) >= 2 })
+		ts, _ := sim.DM(ws.TeamID, ws.UserIDs[0], "still reachable", "")
+		collect(t, m, 5*time.Second, ts)
+	})
+	t.Run("pinging server", func(t *testing.T) {
+		t.Parallel()
+		sim := newSim(t, slacksim.WithPingInterval(40*time.Millisecond))
+		ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
+		src := &source{}
+		src.set(workspaceOf(ws))
+		mx := metrics.New()
+		startManager(t, sim, ManagerConfig{Source: src.list, Metrics: mx, PingInterval: 100 * time.Millisecond, ConnectionsPerWorkspace: 1})
+		waitFor(t, 5*time.Second, "socket", func() bool { return sim.Connections(ws.AppID) == 1 })
+		time.Sleep(time.Second)
+		if n := value(mx.Reconnects); n != 0 {
+			t.Errorf("%v reconnects with pings every 40ms", n)
+		}
+	})
+}
+
+// An abrupt close is repaired quickly (backoff starts at 100 ms), every
+// time, with a fresh URL, and delivery goes on.
+func TestManagerReconnectsAfterDrop(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t, slacksim.WithAckTimeout(time.Second))
+	ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
+	src := &source{}
+	src.set(workspaceOf(ws))
+	mx := metrics.New()
+	m := startManager(t, sim, ManagerConfig{Source: src.list, Metrics: mx})
+	waitFor(t, 5*time.Second, "sockets", func() bool { return sim.Connections(ws.AppID) == 2 })
+	for round := range 3 {
+		opens := sim.Calls("apps.connections.open")
+		start := time.Now()
+		if n := sim.DropConnections(ws.AppID); n != 2 {
+			t.Fatalf("round %d: dropped %d", round, n)
+		}
+		waitFor(t, 3*time.Second, "sockets back", func() bool {
+			return sim.Connections(ws.AppID) == 2 && len(m.States()) == 1 && m.States()[0].Connected == 2
+		})
+		t.Logf("round %d: reconnected in %v", round, time.Since(start).Round(time.Millisecond))
+		if n := sim.Calls("apps.connections.open") - opens; n != 2 {
+			t.Errorf("round %d: %d apps.connections.open calls, want 2 (one fresh URL per socket)", round, n)
+		}
+		ts, _ := sim.DM(ws.TeamID, ws.UserIDs[0], "after the drop", "")
+		collect(t, m, 5*time.Second, ts)
+	}
+	if n := value(mx.Reconnects); n != 6 {
+		t.Errorf("reconnects %v, want 6", n)
+	}
+}
+
+// Frames that are not proper envelopes: acked when they carry an envelope
+// id, ignored otherwise; the socket survives and keeps delivering.
+func TestManagerMalformedFrames(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t)
+	ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
+	src := &source{}
+	src.set(workspaceOf(ws))
+	mx := metrics.New()
+	var mu sync.Mutex
+	var acked []string
+	m := startManagerWith(t, sim, ManagerConfig{Source: src.list, Metrics: mx, ConnectionsPerWorkspace: 1}, func(m *Manager) {
+		m.dropAck = func(id string) bool {
+			mu.Lock()
+			acked = append(acked, id)
+			mu.Unlock()
+			return false
+		}
+	})
+	waitFor(t, 5*time.Second, "socket", func() bool { return sim.Connections(ws.AppID) == 1 })
+
+	frames := []struct{ raw, ackedAs string }{
+		{`{"envelope_id":"m-1","type":"events_api"}`, "m-1"},                                // no payload
+		{`{"envelope_id":"m-2","type":"events_api","payload":{"type":"event_callback"`, ""}, // truncated
+		{`{"envelope_id":"m-\u0033","type":"events_api","payload":[1,2]}`, "m-3"},           // escaped id, odd payload
+		{`{"type":"events_api","payload":{}}`, ""},                                          // no id
+		{`{"envelope_id":"m-5","type":"events_api","payload":{"type":"event_callback","team_id":"T","event":{"type":"message","channel":"C"}}}`, "m-5"},
+		{`{"envelope_id":"m-6","type":"interactive","payload":{"type":"block_actions"}}`, "m-6"},
+		{`{"envelope_id":"m-7","type":"brand_new_type"}`, "m-7"},
+		{`{"envelope_id":7,"type":"events_api","payload":{}}`, ""}, // id not a string
+		{`{"envelope_id":"m-9","type":"events_api","payload":{},"retry_attempt":"x"}`, "m-9"},
+		{`{"envelope_id":"m-10", "payload":{"a":"}{\"]"} , "type":"events_api"}`, "m-10"}, // brackets and quotes in strings
+		{`{"envelope_id":"m-11","type":"slash_commands"} trailing`, ""},                   // not JSON: no id to trust
+		{`null`, ""},
+		{`"just a string"`, ""},
+		{``, ""},
+	}
+	var wantAcked []string
+	for _, f := range frames {
+		sim.SendRaw(ws.AppID, []byte(f.raw))
+		if f.ackedAs != "" {
+			wantAcked = append(wantAcked, f.ackedAs)
+		}
+	}
+	ts, _ := sim.DM(ws.TeamID, ws.UserIDs[0], "after the junk", "")
+	got := collect(t, m, 5*time.Second, ts)
+	if len(got[ts]) != 1 || got[ts][0].Text != "after the junk" {
+		t.Errorf("got %+v", got)
+	}
+	waitFor(t, 3*time.Second, "acks", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked) >= len(wantAcked)+1
+	})
+	mu.Lock()
+	gotAcked := slices.DeleteFunc(slices.Clone(acked), func(id string) bool { return !strings.HasPrefix(id, "m-") })
+	mu.Unlock()
+	slices.Sort(gotAcked)
+	slices.Sort(wantAcked)
+	if !slices.Equal(gotAcked, wantAcked) {
+		t.Errorf("acked %v, want %v", gotAcked, wantAcked)
+	}
+	select {
+	case msg := <-m.Events():
+		t.Errorf("junk became a message: %+v", msg)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if n := sim.Connections(ws.AppID); n != 1 {
+		t.Errorf("%d sockets after junk", n)
+	}
+	if n := value(mx.Reconnects); n != 0 {
+		t.Errorf("%v reconnects after junk", n)
+	}
+}
+
+// Shutdown under load: every envelope Slack saw acked is in Events before
+// it closes (never ack-then-drop), and what was not acked is redelivered to
+// whoever connects next.
+func TestManagerShutdownUnderLoadKeepsAcked(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t, slacksim.WithAckTimeout(time.Second))
+	ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
+	src := &source{}
+	src.set(workspaceOf(ws))
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	m := NewManager(ManagerConfig{APIURL: sim.APIURL(), HTTPClient: &http.Client{Transport: tr}, Source: src.list, QueueSize: 64})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	waitFor(t, 5*time.Second, "sockets", func() bool { return sim.Connections(ws.AppID) == 2 })
+
+	var load sync.WaitGroup
+	stopLoad := make(chan struct{})
+	load.Go(func() {
+		for {
+			select {
+			case <-stopLoad:
+				return
+			default:
+			}
+			if _, err := sim.DM(ws.TeamID, ws.UserIDs[0], "load", ""); err != nil {
+				return
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+	})
+	// A slow router: the queue (64) fills, so some envelopes wait unacked.
+	delivered := map[string]bool{}
+	deadline := time.After(300 * time.Millisecond)
+read:
+	for {
+		select {
+		case msg := <-m.Events():
+			delivered[msg.EventID] = true
+			time.Sleep(time.Millisecond)
+		case <-deadline:
+			break read
+		}
+	}
+	cancel()
+	for msg := range m.Events() {
+		delivered[msg.EventID] = true
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	close(stopLoad)
+	load.Wait()
+	acked := 0
+	for _, st := range sim.Envelopes() {
+		if st.Acked.IsZero() {
+			continue
+		}
+		acked++
+		if !delivered[st.EventID] {
+			t.Errorf("envelope %s (%s) acked but never delivered", st.EnvelopeID, st.EventID)
+		}
+	}
+	t.Logf("%d envelopes acked, %d delivered, %d unacked at shutdown", acked, len(delivered), sim.Unacked())
+	if acked == 0 {
+		t.Error("nothing acked")
+	}
+}
+
+// Two managers on one app ask for more sockets than Slack allows (10): the
+// surplus is refused with too_many_websockets and backs off instead of
+// hammering apps.connections.open.
+func TestManagerTooManyWebsocketsBacksOff(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t)
+	ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
+	src := &source{}
+	src.set(workspaceOf(ws))
+	a := startManager(t, sim, ManagerConfig{Source: src.list, ConnectionsPerWorkspace: 6})
+	startManager(t, sim, ManagerConfig{Source: src.list, ConnectionsPerWorkspace: 6})
+	waitFor(t, 5*time.Second, "10 sockets", func() bool { return sim.Connections(ws.AppID) == 10 })
+	opens := sim.Calls("apps.connections.open")
+	time.Sleep(time.Second)
+	// 2 refused slots, backoff 100 ms doubling: a handful of tries each.
+	if n := sim.Calls("apps.connections.open") - opens; n > 20 {
+		t.Errorf("%d apps.connections.open calls in 1 s: no backoff", n)
+	}
+	if st := a.States(); len(st) != 1 || st[0].Connected < 4 {
+		t.Errorf("States = %+v", st)
+	}
+}
