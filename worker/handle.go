@@ -352,6 +352,22 @@ func (w *Server) record(ctx context.Context, j *job, outcome string, cause error
 		since = time.Since(m.EventTime)
 	}
 	w.cfg.Metrics.Reply(outcome, since)
+	// One line per reply with its timings: what an operator greps for.
+	level := slog.LevelInfo
+	if outcome != konstruct.OutcomeAnswered {
+		level = slog.LevelWarn
+	}
+	j.log.LogAttrs(ctx, level, "reply",
+		slog.String("outcome", outcome),
+		slog.String("error_code", r.Error),
+		slog.String("provider", r.Provider),
+		slog.String("model", r.Model),
+		slog.Int("prompt_tokens", r.PromptTokens),
+		slog.Int("completion_tokens", r.CompletionTokens),
+		slog.Int64("ttft_ms", r.TimeToFirstToken.Milliseconds()),
+		slog.Int64("llm_ms", r.Latency.Milliseconds()),
+		slog.Int64("since_event_ms", since.Milliseconds()),
+	)
 }
 
 func (w *Server) writeReply(ctx context.Context, r konstruct.Reply, log *slog.Logger) {
