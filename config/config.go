@@ -74,6 +74,9 @@ type Config struct {
 	} `mapstructure:"threads"`
 	Worker struct {
 		Concurrency int `mapstructure:"concurrency"`
+		// TenantConcurrency caps one tenant's replies generated at once in
+		// a process (0 = half of concurrency), so no tenant takes every worker.
+		TenantConcurrency int `mapstructure:"tenant_concurrency"`
 		// Streaming is "update" (coalesced chat.update edits of the
 		// placeholder) or "native" (chat.startStream/appendStream/stopStream).
 		Streaming string `mapstructure:"streaming"`
@@ -112,6 +115,7 @@ var defaults = map[string]any{
 	"ratelimit.per_minute":            30,
 	"threads.engaged_ttl":             "30m",
 	"worker.concurrency":              20,
+	"worker.tenant_concurrency":       0,
 	"worker.streaming":                "update",
 	"worker.history_tokens":           6000,
 	"worker.max_answer_tokens":        0,
@@ -376,6 +380,9 @@ func (c *Config) Validate(parts ...Part) error {
 		case NeedWorker:
 			if c.Worker.Concurrency < 1 {
 				bad("worker.concurrency", fmt.Sprintf("must be at least 1, got %d", c.Worker.Concurrency))
+			}
+			if c.Worker.TenantConcurrency < 0 {
+				bad("worker.tenant_concurrency", fmt.Sprintf("must not be negative (0 = half of worker.concurrency), got %d", c.Worker.TenantConcurrency))
 			}
 			if c.Worker.Streaming != "update" && c.Worker.Streaming != "native" {
 				bad("worker.streaming", fmt.Sprintf("must be \"update\" or \"native\", got %q", c.Worker.Streaming))

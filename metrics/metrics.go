@@ -32,6 +32,7 @@ type Metrics struct {
 	Enqueued      prometheus.Counter
 	QueueLatency  prometheus.Histogram // enqueue → worker start
 	QueueSize     *prometheus.GaugeVec // by state (pending, active, retry…)
+	TasksDeferred prometheus.Counter   // put back because the tenant used its share of the workers
 
 	LLMTimeToFirstToken *prometheus.HistogramVec // by provider
 	LLMLatency          *prometheus.HistogramVec // by provider
@@ -66,6 +67,7 @@ func New() *Metrics {
 		RouteLatency:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "konstruct_route_latency_seconds", Help: "Time the router spends on one message.", Buckets: fastBuckets}),
 		Enqueued:      prometheus.NewCounter(prometheus.CounterOpts{Name: "konstruct_tasks_enqueued_total", Help: "reply:generate tasks enqueued."}),
 		QueueLatency:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "konstruct_queue_latency_seconds", Help: "Enqueue → worker start.", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 14)}),
+		TasksDeferred: prometheus.NewCounter(prometheus.CounterOpts{Name: "konstruct_tasks_deferred_total", Help: "Reply tasks put back for a second because their tenant was at its share of the workers."}),
 		QueueSize:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "konstruct_queue_tasks", Help: "Tasks in the reply queue, by state."}, []string{"state"}),
 
 		LLMTimeToFirstToken: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "konstruct_llm_time_to_first_token_seconds", Help: "LLM request → first token, by provider.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 14)}, []string{"provider"}),
@@ -79,7 +81,7 @@ func New() *Metrics {
 		SlackErrors:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "konstruct_slack_api_errors_total", Help: "Slack Web API errors other than 429, by method."}, []string{"method"}),
 	}
 	r.MustRegister(m.EnvelopesReceived, m.EnvelopesAcked, m.AckErrors, m.AckLatency, m.GatewayQueueFull, m.GatewayQueueDepth,
-		m.SocketsConnected, m.Reconnects, m.RouteOutcomes, m.RouteLatency, m.Enqueued, m.QueueLatency, m.QueueSize,
+		m.SocketsConnected, m.Reconnects, m.RouteOutcomes, m.RouteLatency, m.Enqueued, m.QueueLatency, m.QueueSize, m.TasksDeferred,
 		m.LLMTimeToFirstToken, m.LLMLatency, m.LLMErrors, m.Replies, m.ReplyLatency, m.SlackCalls, m.SlackRateLimits, m.SlackErrors)
 	return m
 }
@@ -189,5 +191,12 @@ func (m *Metrics) Reconnect() {
 func (m *Metrics) TaskEnqueued() {
 	if m != nil {
 		m.Enqueued.Inc()
+	}
+}
+
+// Deferred counts a task put back for its tenant's fair share.
+func (m *Metrics) Deferred() {
+	if m != nil {
+		m.TasksDeferred.Inc()
 	}
 }

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -111,5 +112,60 @@ func TestShutdownMidStreamThenRestart(t *testing.T) {
 	e.waitAnswer(job, "The whole answer.")
 	if n := len(e.answers(job)); n != 1 {
 		t.Errorf("%d answers", n)
+	}
+}
+
+// One tenant's flood on a slow model never takes every worker: with
+// concurrency 4 (a share of 2 per tenant), another tenant's question is
+// answered while the first tenant's replies are all stuck.
+func TestSlowTenantDoesNotBlockOthers(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	var maraStarted atomic.Int32
+	e.fakes[0].SetHandler(func(r llmfake.ChatRequest) llmfake.Reply {
+		if strings.Contains(r.Messages[0].Content, "Your name is Otto") {
+			return llmfake.Reply{Text: "Otto here: " + r.LastUser()}
+		}
+		maraStarted.Add(1)
+		select { // Mara's model is stuck until the test ends
+		case <-release:
+		case <-time.After(30 * time.Second):
+		}
+		return llmfake.Reply{Text: "Mara, finally"}
+	})
+	otto := e.addTenant(konstruct.Agent{Name: "Otto", Role: "IT Helpdesk", Persona: "Terse."})
+	ws2 := e.sim.AddWorkspace(slacksim.WorkspaceSpec{})
+	e.web.Set([]konstruct.Workspace{
+		{TeamID: e.ws.TeamID, BotToken: e.ws.BotToken, Status: konstruct.WorkspaceActive},
+		{TeamID: ws2.TeamID, BotToken: ws2.BotToken, Status: konstruct.WorkspaceActive},
+	})
+	w := e.startServer(time.Second)
+	if got := w.cfg.TenantConcurrency; got != 2 {
+		t.Fatalf("tenant share = %d, want half of 4", got)
+	}
+	for i := range 6 {
+		e.enqueue(e.mentionIn(e.tenant, e.ws, fmt.Sprintf("mara q%d", i), "", true))
+	}
+	// Let Mara's tasks take what they can before Otto asks.
+	waitFor(t, func() bool { return maraStarted.Load() >= 2 })
+	job := e.mentionIn(otto, ws2, "is the VPN down?", "", true)
+	e.enqueue(job)
+	e.waitAnswer(job, "Otto here: is the VPN down?")
+	if n := maraStarted.Load(); n != 2 {
+		t.Errorf("%d of Mara's replies reached the model at once, want her share of 2", n)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	ctx := deadline(t, 20*time.Second)
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatal("condition not met in time")
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }

@@ -57,6 +57,12 @@ type Config struct {
 	// 1.5s before a person sees the answer start; one tiny Lua call every
 	// ~10ms per process is cheap by comparison.
 	TaskCheckInterval time.Duration
+	// TenantConcurrency caps the replies one tenant generates at once in
+	// this process (default: half of Concurrency, at least 1), so that one
+	// tenant's flood or slow model never takes every worker: a task over the
+	// cap goes back to the queue for a second, uncounted, and the other
+	// tenants' replies go first.
+	TenantConcurrency int
 	// Prefix is redis.prefix: the progress records live under it.
 	Prefix string
 	Logger *slog.Logger
@@ -98,6 +104,7 @@ func (c Config) withDefaults() Config {
 	c.HistoryTokens = cmp.Or(c.HistoryTokens, 6000)
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 20*time.Second)
 	c.TaskCheckInterval = cmp.Or(c.TaskCheckInterval, 10*time.Millisecond)
+	c.TenantConcurrency = cmp.Or(c.TenantConcurrency, max(1, c.Concurrency/2))
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -186,6 +193,7 @@ type Server struct {
 	srv      *asynq.Server
 	started  bool
 	inflight sync.WaitGroup
+	tenants  tenantSlots
 }
 
 // New returns a Server. cfg is expected to be valid (config validates
@@ -221,13 +229,20 @@ func (w *Server) Start() error {
 		Queues:            map[string]int{w.cfg.Queue: 1},
 		ShutdownTimeout:   w.cfg.ShutdownTimeout,
 		TaskCheckInterval: w.cfg.TaskCheckInterval,
-		RetryDelayFunc:    retryDelay,
-		// Another delivery holding the reply's lock is not a failure: wait
-		// for it without using up the task's retries.
-		IsFailure: func(err error) bool { return !errors.Is(err, errLocked) },
+		// Tasks deferred for their tenant's share or a lock come back after
+		// a second or so, not asynq's default of up to 5 s.
+		DelayedTaskCheckInterval: time.Second,
+		RetryDelayFunc:           retryDelay,
+		// Another delivery holding the reply's lock, or the tenant at its
+		// share of the workers, is not a failure: wait without using up the
+		// task's retries.
+		IsFailure: func(err error) bool { return !deferred(err) },
 		Logger:    asynqLogger{w.log.With(slog.String("component", "asynq"))},
 		LogLevel:  asynq.WarnLevel,
 		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
+			if deferred(err) {
+				return
+			}
 			n, _ := asynq.GetRetryCount(ctx)
 			w.log.LogAttrs(ctx, slog.LevelWarn, "reply task failed", slog.String("error", err.Error()), slog.Int("retry", n))
 		}),
@@ -270,6 +285,9 @@ func (w *Server) Shutdown() {
 // and MaxAge ends the attempts. A reply locked by another delivery (or by a
 // crashed process, until the lock expires) is looked at again a bit later.
 func retryDelay(n int, err error, _ *asynq.Task) time.Duration {
+	if errors.Is(err, errTenantBusy) {
+		return 500 * time.Millisecond
+	}
 	if errors.Is(err, errLocked) {
 		return lockTTL / 4
 	}
@@ -282,7 +300,47 @@ func (w *Server) processTask(ctx context.Context, t *asynq.Task) error {
 	if err := json.Unmarshal(t.Payload(), &job); err != nil {
 		return fmt.Errorf("decode reply job: %v: %w", err, asynq.SkipRetry)
 	}
+	tenant := job.Message.TenantID
+	if !w.tenants.acquire(tenant, w.cfg.TenantConcurrency) {
+		w.cfg.Metrics.Deferred()
+		return errTenantBusy
+	}
+	defer w.tenants.release(tenant)
 	return w.Handle(ctx, job)
+}
+
+// errTenantBusy defers a task whose tenant already uses its share of this
+// process's workers.
+var errTenantBusy = errors.New("tenant at its share of the workers")
+
+// deferred reports whether err only postpones the task.
+func deferred(err error) bool { return errors.Is(err, errLocked) || errors.Is(err, errTenantBusy) }
+
+// tenantSlots counts the replies each tenant is generating in this process.
+type tenantSlots struct {
+	mu     sync.Mutex
+	active map[string]int
+}
+
+func (s *tenantSlots) acquire(tenant string, limit int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.active == nil {
+		s.active = map[string]int{}
+	}
+	if s.active[tenant] >= limit {
+		return false
+	}
+	s.active[tenant]++
+	return true
+}
+
+func (s *tenantSlots) release(tenant string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.active[tenant]--; s.active[tenant] <= 0 {
+		delete(s.active, tenant)
+	}
 }
 
 // asynqLogger sends asynq's logs to slog.

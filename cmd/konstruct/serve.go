@@ -224,16 +224,17 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 			return nil, err
 		}
 		d.worker = worker.New(worker.Config{
-			RedisOpt:        aopt,
-			Queue:           queue,
-			Concurrency:     cfg.Worker.Concurrency,
-			Streaming:       cfg.Worker.Streaming,
-			HistoryTokens:   cfg.Worker.HistoryTokens,
-			MaxAnswerTokens: cfg.Worker.MaxAnswerTokens,
-			ShutdownTimeout: d.hooks.ShutdownTimeout,
-			Prefix:          cfg.Redis.Prefix,
-			Logger:          logger,
-			Metrics:         d.metrics,
+			RedisOpt:          aopt,
+			Queue:             queue,
+			Concurrency:       cfg.Worker.Concurrency,
+			TenantConcurrency: cfg.Worker.TenantConcurrency,
+			Streaming:         cfg.Worker.Streaming,
+			HistoryTokens:     cfg.Worker.HistoryTokens,
+			MaxAnswerTokens:   cfg.Worker.MaxAnswerTokens,
+			ShutdownTimeout:   d.hooks.ShutdownTimeout,
+			Prefix:            cfg.Redis.Prefix,
+			Logger:            logger,
+			Metrics:           d.metrics,
 		}, worker.Deps{
 			Agents:  d.store,
 			Replies: d.store,
