@@ -79,14 +79,41 @@ func (s *source) revoke(_ context.Context, teamID string) {
 	s.ws = slices.DeleteFunc(s.ws, func(w konstruct.Workspace) bool { return w.TeamID == teamID })
 }
 
-// startManager runs a Manager against the sim until the test ends.
-func startManager(t *testing.T, sim *slacksim.Server, cfg ManagerConfig) *Manager {
+// simClient is an HTTP client for the sim whose idle connections close when
+// the test ends.
+func simClient(t *testing.T) *http.Client {
 	t.Helper()
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
+// oneWorkspace starts a sim with one workspace and a source listing it.
+func oneWorkspace(t *testing.T, opts ...slacksim.Option) (*slacksim.Server, slacksim.WorkspaceSpec, *source) {
+	t.Helper()
+	sim := newSim(t, opts...)
+	ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
+	src := &source{}
+	src.set(workspaceOf(ws))
+	return sim, ws, src
+}
+
+// startManager runs a Manager against the sim until the test ends.
+func startManager(t *testing.T, sim *slacksim.Server, cfg ManagerConfig) *Manager {
+	t.Helper()
+	return startManagerWith(t, sim, cfg, nil)
+}
+
+// startManagerWith is startManager with the test hooks set before Run.
+func startManagerWith(t *testing.T, sim *slacksim.Server, cfg ManagerConfig, hooks func(*Manager)) *Manager {
+	t.Helper()
 	cfg.APIURL = sim.APIURL()
-	cfg.HTTPClient = &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	cfg.HTTPClient = simClient(t)
+	cfg.HTTPClient.Timeout = 10 * time.Second
 	m := NewManager(cfg)
+	if hooks != nil {
+		hooks(m)
+	}
 	done := make(chan error, 1)
 	go func() { done <- m.Run(context.Background()) }()
 	t.Cleanup(func() {
@@ -152,10 +179,7 @@ func collect(t *testing.T, m *Manager, d time.Duration, want ...string) map[stri
 
 func TestManagerDeliversNormalizedAndAcks(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t)
-	ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
-	src := &source{}
-	src.set(workspaceOf(ws))
+	sim, ws, src := oneWorkspace(t)
 	mx := metrics.New()
 	var seen atomic.Int64
 	m := startManager(t, sim, ManagerConfig{Source: src.list, Metrics: mx,
@@ -308,10 +332,7 @@ func TestManagerReconnectsWithoutLoss(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			sim := newSim(t, slacksim.WithAckTimeout(time.Second))
-			ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
-			src := &source{}
-			src.set(workspaceOf(ws))
+			sim, ws, src := oneWorkspace(t, slacksim.WithAckTimeout(time.Second))
 			mx := metrics.New()
 			m := startManager(t, sim, ManagerConfig{Source: src.list, Metrics: mx})
 			waitFor(t, 5*time.Second, "sockets", func() bool { return sim.Connections(ws.AppID) == 2 })
@@ -339,10 +360,7 @@ func TestManagerReconnectsWithoutLoss(t *testing.T) {
 
 func TestManagerMalformedEnvelopesAcked(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t)
-	ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
-	src := &source{}
-	src.set(workspaceOf(ws))
+	sim, ws, src := oneWorkspace(t)
 	mx := metrics.New()
 	m := startManager(t, sim, ManagerConfig{Source: src.list, Metrics: mx, ConnectionsPerWorkspace: 1})
 	waitFor(t, 5*time.Second, "socket", func() bool { return sim.Connections(ws.AppID) == 1 })
@@ -372,10 +390,7 @@ func TestManagerMalformedEnvelopesAcked(t *testing.T) {
 
 func TestManagerQueueFullLeavesUnacked(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t, slacksim.WithAckTimeout(300*time.Millisecond))
-	ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
-	src := &source{}
-	src.set(workspaceOf(ws))
+	sim, ws, src := oneWorkspace(t, slacksim.WithAckTimeout(300*time.Millisecond))
 	mx := metrics.New()
 	m := startManager(t, sim, ManagerConfig{Source: src.list, Metrics: mx, QueueSize: 1})
 	waitFor(t, 5*time.Second, "sockets", func() bool { return sim.Connections(ws.AppID) == 2 })
@@ -396,14 +411,9 @@ func TestManagerQueueFullLeavesUnacked(t *testing.T) {
 
 func TestManagerLostAckRedelivered(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t, slacksim.WithAckTimeout(300*time.Millisecond))
-	ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
-	src := &source{}
-	src.set(workspaceOf(ws))
+	sim, ws, src := oneWorkspace(t, slacksim.WithAckTimeout(300*time.Millisecond))
 	var dropped atomic.Bool
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	m := NewManager(ManagerConfig{APIURL: sim.APIURL(), HTTPClient: &http.Client{Transport: tr}, Source: src.list})
+	m := NewManager(ManagerConfig{APIURL: sim.APIURL(), HTTPClient: simClient(t), Source: src.list})
 	m.dropAck = func(string) bool { return dropped.CompareAndSwap(false, true) }
 	done := make(chan error, 1)
 	go func() { done <- m.Run(context.Background()) }()
@@ -419,13 +429,8 @@ func TestManagerLostAckRedelivered(t *testing.T) {
 
 func TestManagerCloseStopsSocketsThenClosesEvents(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t)
-	ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
-	src := &source{}
-	src.set(workspaceOf(ws))
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	m := NewManager(ManagerConfig{APIURL: sim.APIURL(), HTTPClient: &http.Client{Transport: tr}, Source: src.list})
+	sim, ws, src := oneWorkspace(t)
+	m := NewManager(ManagerConfig{APIURL: sim.APIURL(), HTTPClient: simClient(t), Source: src.list})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()

@@ -3,7 +3,6 @@ package bot
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -14,30 +13,6 @@ import (
 	"github.com/konstruct/konstruct/metrics"
 	"github.com/konstruct/konstruct/slacksim"
 )
-
-// startManagerWith is startManager with the test hooks set before Run.
-func startManagerWith(t *testing.T, sim *slacksim.Server, cfg ManagerConfig, hooks func(*Manager)) *Manager {
-	t.Helper()
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	cfg.APIURL = sim.APIURL()
-	cfg.HTTPClient = &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	m := NewManager(cfg)
-	if hooks != nil {
-		hooks(m)
-	}
-	done := make(chan error, 1)
-	go func() { done <- m.Run(context.Background()) }()
-	t.Cleanup(func() {
-		m.Close()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		for range m.Events() { //nolint:revive // drain
-		}
-	})
-	return m
-}
 
 // sessionLog records the onSession hook's events in order.
 type sessionLog struct {
@@ -64,10 +39,7 @@ func (l *sessionLog) index(ev string) int { return slices.Index(l.snapshot(), ev
 // arrive once the normalizers resume.
 func TestManagerAcksBeforeNormalizing(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t, slacksim.WithAckTimeout(5*time.Second))
-	ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
-	src := &source{}
-	src.set(workspaceOf(ws))
+	sim, ws, src := oneWorkspace(t, slacksim.WithAckTimeout(5*time.Second))
 	mx := metrics.New()
 	release := make(chan struct{})
 	var releaseOnce sync.Once
@@ -123,10 +95,7 @@ func TestManagerMakeBeforeBreak(t *testing.T) {
 	for _, reason := range []string{"refresh_requested", "warning"} {
 		t.Run(reason, func(t *testing.T) {
 			t.Parallel()
-			sim := newSim(t, slacksim.WithAckTimeout(time.Second), slacksim.WithDisconnectGrace(5*time.Second))
-			ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
-			src := &source{}
-			src.set(workspaceOf(ws))
+			sim, ws, src := oneWorkspace(t, slacksim.WithAckTimeout(time.Second), slacksim.WithDisconnectGrace(5*time.Second))
 			mx := metrics.New()
 			log := &sessionLog{}
 			m := startManagerWith(t, sim, ManagerConfig{Source: src.list, Metrics: mx},
@@ -220,10 +189,7 @@ func TestManagerPingTimeoutReconnects(t *testing.T) {
 	t.Parallel()
 	t.Run("silent server", func(t *testing.T) {
 		t.Parallel()
-		sim := newSim(t, slacksim.WithPingInterval(time.Hour))
-		ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
-		src := &source{}
-		src.set(workspaceOf(ws))
+		sim, ws, src := oneWorkspace(t, slacksim.WithPingInterval(time.Hour))
 		mx := metrics.New()
 		m := startManager(t, sim, ManagerConfig{Source: src.list, Metrics: mx, PingInterval: 100 * time.Millisecond, ConnectionsPerWorkspace: 1})
 		waitFor(t, 5*time.Second, "reconnects", func() bool { return value(mx.Reconnects) >= 2 })
@@ -232,10 +198,7 @@ func TestManagerPingTimeoutReconnects(t *testing.T) {
 	})
 	t.Run("pinging server", func(t *testing.T) {
 		t.Parallel()
-		sim := newSim(t, slacksim.WithPingInterval(40*time.Millisecond))
-		ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
-		src := &source{}
-		src.set(workspaceOf(ws))
+		sim, ws, src := oneWorkspace(t, slacksim.WithPingInterval(40*time.Millisecond))
 		mx := metrics.New()
 		startManager(t, sim, ManagerConfig{Source: src.list, Metrics: mx, PingInterval: 100 * time.Millisecond, ConnectionsPerWorkspace: 1})
 		waitFor(t, 5*time.Second, "socket", func() bool { return sim.Connections(ws.AppID) == 1 })
@@ -250,10 +213,7 @@ func TestManagerPingTimeoutReconnects(t *testing.T) {
 // time, with a fresh URL, and delivery goes on.
 func TestManagerReconnectsAfterDrop(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t, slacksim.WithAckTimeout(time.Second))
-	ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
-	src := &source{}
-	src.set(workspaceOf(ws))
+	sim, ws, src := oneWorkspace(t, slacksim.WithAckTimeout(time.Second))
 	mx := metrics.New()
 	m := startManager(t, sim, ManagerConfig{Source: src.list, Metrics: mx})
 	waitFor(t, 5*time.Second, "sockets", func() bool { return sim.Connections(ws.AppID) == 2 })
@@ -282,10 +242,7 @@ func TestManagerReconnectsAfterDrop(t *testing.T) {
 // id, ignored otherwise; the socket survives and keeps delivering.
 func TestManagerMalformedFrames(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t)
-	ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
-	src := &source{}
-	src.set(workspaceOf(ws))
+	sim, ws, src := oneWorkspace(t)
 	mx := metrics.New()
 	var mu sync.Mutex
 	var acked []string
@@ -358,13 +315,8 @@ func TestManagerMalformedFrames(t *testing.T) {
 // whoever connects next.
 func TestManagerShutdownUnderLoadKeepsAcked(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t, slacksim.WithAckTimeout(time.Second))
-	ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
-	src := &source{}
-	src.set(workspaceOf(ws))
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	m := NewManager(ManagerConfig{APIURL: sim.APIURL(), HTTPClient: &http.Client{Transport: tr}, Source: src.list, QueueSize: 64})
+	sim, ws, src := oneWorkspace(t, slacksim.WithAckTimeout(time.Second))
+	m := NewManager(ManagerConfig{APIURL: sim.APIURL(), HTTPClient: simClient(t), Source: src.list, QueueSize: 64})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
@@ -428,10 +380,7 @@ read:
 // hammering apps.connections.open.
 func TestManagerTooManyWebsocketsBacksOff(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t)
-	ws := sim.AddWorkspace(slacksim.WorkspaceSpec{})
-	src := &source{}
-	src.set(workspaceOf(ws))
+	sim, ws, src := oneWorkspace(t)
 	a := startManager(t, sim, ManagerConfig{Source: src.list, ConnectionsPerWorkspace: 6})
 	startManager(t, sim, ManagerConfig{Source: src.list, ConnectionsPerWorkspace: 6})
 	waitFor(t, 5*time.Second, "10 sockets", func() bool { return sim.Connections(ws.AppID) == 10 })
