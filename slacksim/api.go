@@ -412,16 +412,21 @@ func (s *Server) botPostLocked(w *workspace, ch *channel, text string, blocks js
 	return m
 }
 
-// botMessageLocked finds a message the bot may change.
-func (c *call) botMessageLocked(ch *channel, ts string, denied apiError) (*message, error) {
-	m := ch.msgs[ts]
+// botMessageLocked finds the channel and the message the call names
+// (channel, ts), a message the bot may change.
+func (c *call) botMessageLocked(denied apiError) (*channel, *message, error) {
+	ch, err := c.channelLocked(c.get("channel"))
+	if err != nil {
+		return nil, nil, err
+	}
+	m := ch.msgs[c.get("ts")]
 	if m == nil || m.deleted {
-		return nil, apiError("message_not_found")
+		return nil, nil, apiError("message_not_found")
 	}
 	if !m.isBot || m.botID != c.w.spec.BotID {
-		return nil, denied
+		return nil, nil, denied
 	}
-	return m, nil
+	return ch, m, nil
 }
 
 func chatUpdate(s *Server, c *call) (map[string]any, error) {
@@ -431,12 +436,7 @@ func chatUpdate(s *Server, c *call) (map[string]any, error) {
 		return nil, err
 	}
 	s.mu.Lock()
-	ch, err := c.channelLocked(c.get("channel"))
-	if err != nil {
-		s.mu.Unlock()
-		return nil, err
-	}
-	m, err := c.botMessageLocked(ch, c.get("ts"), "cant_update_message")
+	ch, m, err := c.botMessageLocked("cant_update_message")
 	if err != nil {
 		s.mu.Unlock()
 		return nil, err
@@ -470,11 +470,7 @@ func chatUpdate(s *Server, c *call) (map[string]any, error) {
 func chatDelete(s *Server, c *call) (map[string]any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ch, err := c.channelLocked(c.get("channel"))
-	if err != nil {
-		return nil, err
-	}
-	m, err := c.botMessageLocked(ch, c.get("ts"), "cant_delete_message")
+	ch, m, err := c.botMessageLocked("cant_delete_message")
 	if err != nil {
 		return nil, err
 	}
@@ -577,12 +573,7 @@ func streamWrite(s *Server, c *call, stop bool) (map[string]any, error) {
 		return nil, err
 	}
 	s.mu.Lock()
-	ch, err := c.channelLocked(c.get("channel"))
-	if err != nil {
-		s.mu.Unlock()
-		return nil, err
-	}
-	m, err := c.botMessageLocked(ch, c.get("ts"), "cant_update_message")
+	ch, m, err := c.botMessageLocked("cant_update_message")
 	if err != nil {
 		s.mu.Unlock()
 		return nil, err

@@ -47,6 +47,20 @@ func (s *Server) driverChannelLocked(teamID, channelID string) (*workspace, *cha
 	return w, ch, nil
 }
 
+// driverMessageLocked finds a live message for a driver, in a channel as
+// driverChannelLocked finds it.
+func (s *Server) driverMessageLocked(teamID, channelID, ts string) (*workspace, *channel, *message, error) {
+	w, ch, err := s.driverChannelLocked(teamID, channelID)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	m := ch.msgs[ts]
+	if m == nil || m.deleted {
+		return nil, nil, nil, fmt.Errorf("%w: %s", ErrUnknownMessage, ts)
+	}
+	return w, ch, m, nil
+}
+
 // richText is the rich_text block Slack clients attach to human messages.
 func richText(text string) json.RawMessage {
 	b, _ := json.Marshal([]map[string]any{{
@@ -153,15 +167,10 @@ func (s *Server) DM(teamID, userID, text, threadTS string) (string, error) {
 // message_changed event.
 func (s *Server) Edit(teamID, channelID, ts, newText string) error {
 	s.mu.Lock()
-	w, ch, err := s.driverChannelLocked(teamID, channelID)
+	w, ch, m, err := s.driverMessageLocked(teamID, channelID, ts)
 	if err != nil {
 		s.mu.Unlock()
 		return err
-	}
-	m := ch.msgs[ts]
-	if m == nil || m.deleted {
-		s.mu.Unlock()
-		return fmt.Errorf("%w: %s", ErrUnknownMessage, ts)
 	}
 	prev := s.messageJSONLocked(w, ch, m)
 	now := s.nextTSLocked()
@@ -190,15 +199,10 @@ func changedEvent(ch *channel, msg, prev map[string]any, now string) map[string]
 // Delete removes a message as its author would; the app receives message_deleted.
 func (s *Server) Delete(teamID, channelID, ts string) error {
 	s.mu.Lock()
-	w, ch, err := s.driverChannelLocked(teamID, channelID)
+	w, ch, m, err := s.driverMessageLocked(teamID, channelID, ts)
 	if err != nil {
 		s.mu.Unlock()
 		return err
-	}
-	m := ch.msgs[ts]
-	if m == nil || m.deleted {
-		s.mu.Unlock()
-		return fmt.Errorf("%w: %s", ErrUnknownMessage, ts)
 	}
 	prev := s.messageJSONLocked(w, ch, m)
 	m.deleted = true
