@@ -7,31 +7,16 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/redis/go-redis/v9"
 )
-
-// database is the run's private database: an owner role for migrations and
-// a NOSUPERUSER NOBYPASSRLS runtime role for the daemon, as in production.
-type database struct {
-	admin      string
-	name       string
-	owner, app string
-	ownerURL   string
-	runtimeURL string
-}
 
 func randomHex(n int) string {
 	b := make([]byte, n)
@@ -43,97 +28,6 @@ func newSecretKey() string {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
 	return base64.StdEncoding.EncodeToString(b)
-}
-
-// createDatabase creates the database and both roles as the administrator.
-func createDatabase(ctx context.Context, adminURL, name string) (*database, error) {
-	u, err := url.Parse(adminURL)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		return nil, errors.New("admin URL must be postgres://user@host:port/db")
-	}
-	d := &database{admin: adminURL, name: name, owner: name + "_owner", app: name + "_app"}
-	ownerPW, appPW := randomHex(16), randomHex(16)
-	with := func(user, pw string) string {
-		c := *u
-		c.User = url.UserPassword(user, pw)
-		c.Path = "/" + name
-		return c.String()
-	}
-	d.ownerURL, d.runtimeURL = with(d.owner, ownerPW), with(d.app, appPW)
-
-	conn, err := pgx.Connect(ctx, adminURL)
-	if err != nil {
-		return nil, fmt.Errorf("connect as administrator (is PostgreSQL running? `make services`): %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	owner, app, db := pgx.Identifier{d.owner}.Sanitize(), pgx.Identifier{d.app}.Sanitize(), pgx.Identifier{name}.Sanitize()
-	for _, s := range []string{
-		fmt.Sprintf("CREATE ROLE %s LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD '%s'", owner, ownerPW),
-		fmt.Sprintf("CREATE ROLE %s LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD '%s'", app, appPW),
-		fmt.Sprintf("CREATE DATABASE %s OWNER %s", db, owner),
-		fmt.Sprintf("REVOKE ALL ON DATABASE %s FROM PUBLIC", db),
-		fmt.Sprintf("GRANT CONNECT ON DATABASE %s TO %s", db, app),
-	} {
-		if _, err := conn.Exec(ctx, s); err != nil {
-			_ = d.drop(context.WithoutCancel(ctx))
-			stmt, _, _ := strings.Cut(s, " PASSWORD")
-			return nil, fmt.Errorf("%s: %w", stmt, err)
-		}
-	}
-	return d, nil
-}
-
-// drop removes the database (closing its sessions) and both roles.
-func (d *database) drop(ctx context.Context) error {
-	conn, err := pgx.Connect(ctx, d.admin)
-	if err != nil {
-		return fmt.Errorf("drop %s: %w", d.name, err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	var errs []error
-	for _, s := range []string{
-		fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", pgx.Identifier{d.name}.Sanitize()),
-		fmt.Sprintf("DROP ROLE IF EXISTS %s", pgx.Identifier{d.app}.Sanitize()),
-		fmt.Sprintf("DROP ROLE IF EXISTS %s", pgx.Identifier{d.owner}.Sanitize()),
-	} {
-		if _, err := conn.Exec(ctx, s); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// deleteRedisPrefix deletes the run's keys and its asynq queue.
-func deleteRedisPrefix(ctx context.Context, rdb *redis.Client, prefix, queue string) error {
-	if prefix == "" {
-		return errors.New("refusing to delete keys without a prefix")
-	}
-	for _, pattern := range []string{prefix + "*", "asynq:{" + prefix + "*"} {
-		iter := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
-		var batch []string
-		flush := func() error {
-			if len(batch) == 0 {
-				return nil
-			}
-			err := rdb.Unlink(ctx, batch...).Err()
-			batch = batch[:0]
-			return err
-		}
-		for iter.Next(ctx) {
-			if batch = append(batch, iter.Val()); len(batch) == 1000 {
-				if err := flush(); err != nil {
-					return err
-				}
-			}
-		}
-		if err := iter.Err(); err != nil {
-			return err
-		}
-		if err := flush(); err != nil {
-			return err
-		}
-	}
-	return rdb.SRem(ctx, "asynq:queues", queue).Err()
 }
 
 // freeAddr returns a loopback address with a port nobody listens on.

@@ -20,7 +20,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/konstruct/konstruct/llm/llmfake"
+	"github.com/konstruct/konstruct/router"
 	"github.com/konstruct/konstruct/slacksim"
+	"github.com/konstruct/konstruct/store"
 )
 
 // answerMarker ends every fake answer: a thread shows its final answer when
@@ -39,7 +41,7 @@ type runner struct {
 	fake    *llmfake.Server
 	llmTime time.Duration
 	rdb     *redis.Client
-	db      *database
+	db      *store.Database
 	prefix  string
 	env     []string // the CLI's and the daemon's environment
 
@@ -238,7 +240,7 @@ func (r *runner) setup(ctx context.Context) error {
 	r.defer_(func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		if err := deleteRedisPrefix(cctx, r.rdb, r.prefix, r.prefix+"replies"); err != nil {
+		if err := router.Purge(cctx, r.rdb, r.prefix); err != nil {
 			r.log("clean Redis prefix %s: %v", r.prefix, err)
 		}
 	})
@@ -253,15 +255,15 @@ func (r *runner) setup(ctx context.Context) error {
 	r.rep.RedisPing = distOf(pings)
 
 	// The database, migrated by the binary as its owner.
-	r.db, err = createDatabase(ctx, o.AdminURL, "konstruct_bench_"+randomHex(4))
+	r.db, err = store.Provision(ctx, o.AdminURL, "konstruct_bench_"+randomHex(4))
 	if err != nil {
 		return fmt.Errorf("create the benchmark database: %w", err)
 	}
 	r.defer_(func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		if err := r.db.drop(cctx); err != nil {
-			r.log("drop database %s: %v", r.db.name, err)
+		if err := r.db.Drop(cctx); err != nil {
+			r.log("drop database %s: %v", r.db.Name, err)
 		}
 	})
 	cfgPath := filepath.Join(o.OutDir, "konstruct.yaml")
@@ -273,8 +275,8 @@ func (r *runner) setup(ctx context.Context) error {
 	}
 	r.env = append(baseEnv(),
 		"KONSTRUCT_CONFIG="+cfgPath,
-		"KONSTRUCT_DATABASE_URL="+r.db.runtimeURL,
-		"KONSTRUCT_DATABASE_MIGRATE_URL="+r.db.ownerURL,
+		"KONSTRUCT_DATABASE_URL="+r.db.RuntimeURL,
+		"KONSTRUCT_DATABASE_MIGRATE_URL="+r.db.OwnerURL,
 		"KONSTRUCT_REDIS_URL="+o.RedisURL,
 		"KONSTRUCT_REDIS_PREFIX="+r.prefix,
 		"KONSTRUCT_SLACK_API_URL="+r.sim.APIURL(),
@@ -298,7 +300,7 @@ func (r *runner) setup(ctx context.Context) error {
 	r.logFile = lf
 	r.defer_(func() { _ = lf.Close() })
 	r.log("slacksim %s, fake LLM %s (%v per answer), database %s, Redis prefix %s, logs in %s",
-		r.sim.URL(), r.fake.URL(), r.llmTime, r.db.name, r.prefix, o.OutDir)
+		r.sim.URL(), r.fake.URL(), r.llmTime, r.db.Name, r.prefix, o.OutDir)
 	return nil
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/konstruct/konstruct/llm"
 	"github.com/konstruct/konstruct/llm/llmfake"
 	"github.com/konstruct/konstruct/migrations"
+	"github.com/konstruct/konstruct/router"
 	"github.com/konstruct/konstruct/slacksim"
 	"github.com/konstruct/konstruct/store"
 )
@@ -247,40 +248,15 @@ func (a *app) cleanRedis(cfg *config.Config) {
 	}
 }
 
-// deleteRedisPrefix deletes every key under prefix, and the asynq keys of
-// the queue named prefix+"replies".
+// deleteRedisPrefix deletes the demo's keys and queue.
 func deleteRedisPrefix(ctx context.Context, redisURL, prefix string) error {
-	if prefix == "" {
-		return errors.New("refusing to delete keys without a prefix")
-	}
 	opt, err := redis.ParseURL(redisURL)
 	if err != nil {
 		return err
 	}
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
-	for _, pattern := range []string{prefix + "*", "asynq:{" + prefix + "*"} {
-		iter := rdb.Scan(ctx, 0, pattern, 500).Iterator()
-		var batch []string
-		for iter.Next(ctx) {
-			batch = append(batch, iter.Val())
-			if len(batch) == 500 {
-				if err := rdb.Del(ctx, batch...).Err(); err != nil {
-					return err
-				}
-				batch = batch[:0]
-			}
-		}
-		if err := iter.Err(); err != nil {
-			return err
-		}
-		if len(batch) > 0 {
-			if err := rdb.Del(ctx, batch...).Err(); err != nil {
-				return err
-			}
-		}
-	}
-	return rdb.SRem(ctx, "asynq:queues", prefix+"replies").Err()
+	return router.Purge(ctx, rdb, prefix)
 }
 
 // demoChat is the terminal side: lines typed become Slack messages, and the
@@ -295,10 +271,8 @@ type demoChat struct {
 	out     io.Writer
 	timeout time.Duration
 
-	thread     string // current thread in #general ("" = the next message starts one)
-	dmThread   string
-	lastInDM   bool
-	interacted bool
+	thread   string // current thread in #general ("" = the next message starts one)
+	dmThread string
 }
 
 const demoHelp = `You are @%s in #general of the emulated workspace. Type a message and press Enter:
