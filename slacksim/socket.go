@@ -378,6 +378,17 @@ func (s *Server) appByID(appID string) *app {
 	return s.apps[appID]
 }
 
+// appConns returns a copy of the app's sockets, none for an unknown app.
+func (s *Server) appConns(appID string) []*wsConn {
+	a := s.appByID(appID)
+	if a == nil {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]*wsConn(nil), a.conns...)
+}
+
 // Connections returns how many sockets the app has open.
 func (s *Server) Connections(appID string) int {
 	a := s.appByID(appID)
@@ -394,15 +405,8 @@ func (s *Server) Connections(appID string) int {
 // (Slack closes them ~10 s later: use DropConnections); with any other reason
 // the server closes them after the disconnect grace (2 s) if the client has not.
 func (s *Server) Disconnect(appID, reason string) int {
-	a := s.appByID(appID)
-	if a == nil {
-		return 0
-	}
-	a.mu.Lock()
-	conns := append([]*wsConn(nil), a.conns...)
-	a.mu.Unlock()
 	n := 0
-	for _, c := range conns {
+	for _, c := range s.appConns(appID) {
 		f := outFrame{data: disconnectFrame(reason)}
 		if reason != "warning" {
 			c.draining.Store(true)
@@ -417,13 +421,7 @@ func (s *Server) Disconnect(appID, reason string) int {
 
 // DropConnections closes every socket of the app abruptly, without a frame.
 func (s *Server) DropConnections(appID string) int {
-	a := s.appByID(appID)
-	if a == nil {
-		return 0
-	}
-	a.mu.Lock()
-	conns := append([]*wsConn(nil), a.conns...)
-	a.mu.Unlock()
+	conns := s.appConns(appID)
 	for _, c := range conns {
 		c.shutdown()
 	}
