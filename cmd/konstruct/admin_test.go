@@ -115,16 +115,7 @@ func TestTenantCreateAndList(t *testing.T) {
 		{"no name", []string{"tenant", "create"}, []string{"--name"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := cli(t, e.vars, tc.args...)
-			if r.err == nil {
-				t.Fatalf("succeeded: %q", r.stdout)
-			}
-			t.Logf("konstruct: %s", r.line())
-			for _, w := range tc.want {
-				if !strings.Contains(r.line(), w) {
-					t.Errorf("error %q does not say %q", r.line(), w)
-				}
-			}
+			r := failCLI(t, e.vars, tc.want, tc.args...)
 			if r.stdout != "" {
 				t.Errorf("stdout %q on failure", r.stdout)
 			}
@@ -179,16 +170,7 @@ func TestAgentSet(t *testing.T) {
 		{"unknown tenant", []string{"agent", "set", "--tenant", "nope", "--name", "M", "--role", "R", "--persona", "P"}, []string{`"nope"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := cli(t, e.vars, tc.args...)
-			if r.err == nil {
-				t.Fatal("succeeded")
-			}
-			t.Logf("konstruct: %s", r.line())
-			for _, w := range tc.want {
-				if !strings.Contains(r.line(), w) {
-					t.Errorf("error %q does not say %q", r.line(), w)
-				}
-			}
+			failCLI(t, e.vars, tc.want, tc.args...)
 		})
 	}
 }
@@ -211,16 +193,7 @@ func TestWorkspaceAddListRemove(t *testing.T) {
 		{"app token in the bot slot", ws.BotToken, ws.AppToken, []string{"xoxb-"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := cli(t, e.vars, "workspace", "add", "--tenant", "umb", "--app-token", tc.app, "--bot-token", tc.bot)
-			if r.err == nil {
-				t.Fatalf("succeeded: %q", r.stdout)
-			}
-			t.Logf("konstruct: %s", r.line())
-			for _, w := range tc.want {
-				if !strings.Contains(r.line(), w) {
-					t.Errorf("error %q does not say %q", r.line(), w)
-				}
-			}
+			failCLI(t, e.vars, tc.want, "workspace", "add", "--tenant", "umb", "--app-token", tc.app, "--bot-token", tc.bot)
 			if n := stored(); n != 0 {
 				t.Errorf("%d workspaces stored after a refused token", n)
 			}
@@ -324,16 +297,7 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown command", map[string]string{}, []string{"frobnicate"}, []string{"frobnicate"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := cli(t, tc.vars, tc.args...)
-			if r.err == nil {
-				t.Fatal("succeeded")
-			}
-			t.Logf("konstruct: %s", r.line())
-			for _, w := range tc.want {
-				if !strings.Contains(r.line(), w) {
-					t.Errorf("error %q does not say %q", r.line(), w)
-				}
-			}
+			failCLI(t, tc.vars, tc.want, tc.args...)
 		})
 	}
 }
@@ -359,4 +323,21 @@ func TestErrorLine(t *testing.T) {
 			}
 		})
 	}
+}
+
+// failCLI runs the command line, which must fail with an error line saying
+// each of want; it returns the result for further checks.
+func failCLI(t *testing.T, vars map[string]string, want []string, args ...string) result {
+	t.Helper()
+	r := cli(t, vars, args...)
+	if r.err == nil {
+		t.Fatalf("succeeded: %q", r.stdout)
+	}
+	t.Logf("konstruct: %s", r.line())
+	for _, w := range want {
+		if !strings.Contains(r.line(), w) {
+			t.Errorf("error %q does not say %q", r.line(), w)
+		}
+	}
+	return r
 }
