@@ -3,6 +3,7 @@ package slacksim
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -198,7 +199,7 @@ func parseParams(r *http.Request) (url.Values, error) {
 		return v, nil
 	}
 	r.Body = http.MaxBytesReader(nil, r.Body, 8<<20)
-	if err := r.ParseMultipartForm(8 << 20); err != nil && err != http.ErrNotMultipart {
+	if err := r.ParseMultipartForm(8 << 20); err != nil && !errors.Is(err, http.ErrNotMultipart) {
 		if err := r.ParseForm(); err != nil {
 			return nil, err
 		}
@@ -371,12 +372,10 @@ func chatPostMessage(s *Server, c *call) (map[string]any, error) {
 		s.mu.Unlock()
 		return nil, err
 	}
-	threadTS := ch.threadRoot(c.get("thread_ts"))
-	if threadTS != "" {
-		if root := ch.msgs[threadTS]; root == nil || root.deleted {
-			s.mu.Unlock()
-			return nil, apiError("thread_not_found")
-		}
+	threadTS, err := c.threadLocked(ch)
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
 	}
 	m := s.botPostLocked(c.w, ch, text, blocks, threadTS, false)
 	out := s.messageJSONLocked(c.w, ch, m)
@@ -410,6 +409,18 @@ func (s *Server) botPostLocked(w *workspace, ch *channel, text string, blocks js
 	}
 	s.notifyLocked()
 	return m
+}
+
+// threadLocked maps the call's thread_ts to its thread's root, which must
+// still be there; "" when the call names no thread.
+func (c *call) threadLocked(ch *channel) (string, error) {
+	threadTS := ch.threadRoot(c.get("thread_ts"))
+	if threadTS != "" {
+		if root := ch.msgs[threadTS]; root == nil || root.deleted {
+			return "", apiError("thread_not_found")
+		}
+	}
+	return threadTS, nil
 }
 
 // botMessageLocked finds the channel and the message the call names
@@ -536,12 +547,10 @@ func chatStartStream(s *Server, c *call) (map[string]any, error) {
 			return nil, apiError("missing_recipient_team_id")
 		}
 	}
-	threadTS := ch.threadRoot(c.get("thread_ts"))
-	if threadTS != "" {
-		if root := ch.msgs[threadTS]; root == nil || root.deleted {
-			s.mu.Unlock()
-			return nil, apiError("thread_not_found")
-		}
+	threadTS, err := c.threadLocked(ch)
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
 	}
 	m := s.botPostLocked(c.w, ch, md, nil, threadTS, true)
 	echo := s.echoLocked(c.w, ch, m)
