@@ -32,7 +32,7 @@ func newSecretKey() string {
 
 // freeAddr returns a loopback address with a port nobody listens on.
 func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
 	}
@@ -55,7 +55,9 @@ type process struct {
 // stderr goes to logw and is kept (last lines) for error messages.
 func startProcess(name string, argv []string, env []string, dir string, logw io.Writer, onLine func(string)) (*process, error) {
 	p := &process{name: name, done: make(chan struct{})}
-	cmd := exec.Command(argv[0], argv[1:]...)
+	// Not CommandContext: the runner stops its children itself, with
+	// SIGTERM first, so that the daemon's graceful stop is measured too.
+	cmd := exec.Command(argv[0], argv[1:]...) //nolint:noctx // see above
 	cmd.Env = env
 	cmd.Dir = dir
 	stdout, err := cmd.StdoutPipe()

@@ -393,7 +393,7 @@ func (r *runner) startDaemon(ctx context.Context, ws []slacksim.WorkspaceSpec, t
 			return time.Since(start), nil
 		}
 		if p.exited() {
-			return 0, fmt.Errorf("konstruct run exited: %v: %s", p.err, p.tail())
+			return 0, fmt.Errorf("konstruct run exited: %w: %s", p.err, p.tail())
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return 0, fmt.Errorf("only %d of %d workspaces connected after %v", connected, len(ws), timeout)
@@ -623,7 +623,7 @@ func (r *runner) profile(name string, d time.Duration) func() {
 		if err != nil {
 			return
 		}
-		out, err := exec.Command(goBin, "tool", "pprof", "-top", "-nodecount=25", r.o.Binary, path).Output()
+		out, err := exec.CommandContext(context.Background(), goBin, "tool", "pprof", "-top", "-nodecount=25", r.o.Binary, path).Output()
 		if err != nil {
 			return
 		}

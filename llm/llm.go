@@ -381,7 +381,7 @@ read:
 		// A timer or the total deadline explains a cancelled read better than
 		// the transport's "context canceled".
 		if cause := context.Cause(actx); cause != nil && !errors.Is(err, ErrEmptyAnswer) {
-			err = fmt.Errorf("%w (%v)", cause, err)
+			err = fmt.Errorf("%w (%v)", cause, err) //nolint:errorlint // only the cause is meant to match errors.Is; the transport error is text
 		}
 		var apiErr *openai.Error
 		if errors.As(err, &apiErr) {
@@ -589,7 +589,7 @@ func (c *Client) ListModels(ctx context.Context, providerName string) ([]string,
 	page, err := p.models.List(ctx)
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil {
-			err = fmt.Errorf("%w (%v)", cause, err)
+			err = fmt.Errorf("%w (%v)", cause, err) //nolint:errorlint // as in attempt: the cause decides, the rest is text
 		}
 		att := Attempt{Provider: p.name, Err: err}
 		var apiErr *openai.Error

@@ -56,7 +56,6 @@ type envSetup struct {
 func withProviders(n int) envOption         { return func(s *envSetup) { s.providers = n } }
 func withConfig(f func(*Config)) envOption  { return func(s *envSetup) { f(&s.cfg) } }
 func withTimeouts(t llm.Timeouts) envOption { return func(s *envSetup) { s.timeouts = t } }
-func withAgent(a konstruct.Agent) envOption { return func(s *envSetup) { s.agent = a } }
 func ctxT(t *testing.T) context.Context     { return t.Context() }
 func deadline(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), d)
@@ -156,9 +155,6 @@ func (e *env) addTenant(a konstruct.Agent) string {
 	}
 	return ten.ID
 }
-
-// user is the first seeded human.
-func (e *env) user() string { return e.ws.UserIDs[0] }
 
 func (e *env) channel() string { return e.ws.GeneralChannelID }
 

@@ -131,13 +131,12 @@ const tick = 200 * time.Millisecond
 // skipped edits fold into the next one, and the final edit is delivered
 // separately, so under a 429 storm nothing but the final edit is owed.
 type editor struct {
-	w                  *Server
-	tb                 *teamBudget
-	team, channel, ts  string
-	mu                 sync.Mutex
-	text               string
-	stop, done         chan struct{}
-	edits, rateLimited int
+	w                 *Server
+	tb                *teamBudget
+	team, channel, ts string
+	mu                sync.Mutex
+	text              string
+	stop, done        chan struct{}
 }
 
 func (w *Server) newEditor(ctx context.Context, team, channel, ts string) *editor {
@@ -215,23 +214,18 @@ func (w *Server) streamView(text string) string {
 // streamed message carries at most one part; the rest of a long answer is
 // delivered at the end.
 type nativeStreamer struct {
-	w                         *Server
-	tb                        *teamBudget
-	rec                       *record
-	team, channel, thread     string
-	recipient, placeholder    string
-	mu                        sync.Mutex
-	pending                   string // received, not sent yet
-	sent                      int    // runes sent into the stream
-	ts                        string // the streamed message, once started
-	failed                    bool   // streaming gave up: the final delivery edits instead
-	stop, done                chan struct{}
-	startErr                  error
-	appendsSent, rateLimited  int
-	onStart                   func(ts string)
-	lastAppend                time.Time
-	started                   bool
-	placeholderDeleteFailures int
+	w                      *Server
+	tb                     *teamBudget
+	rec                    *record
+	team, channel, thread  string
+	recipient, placeholder string
+	mu                     sync.Mutex
+	pending                string // received, not sent yet
+	sent                   int    // runes sent into the stream
+	ts                     string // the streamed message, once started
+	failed                 bool   // streaming gave up: the final delivery edits instead
+	stop, done             chan struct{}
+	lastAppend             time.Time
 }
 
 func (w *Server) newNativeStreamer(ctx context.Context, rec *record, team, channel, thread, recipient, placeholder string) *nativeStreamer {

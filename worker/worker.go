@@ -298,7 +298,7 @@ func retryDelay(n int, err error, _ *asynq.Task) time.Duration {
 func (w *Server) processTask(ctx context.Context, t *asynq.Task) error {
 	var job konstruct.ReplyJob
 	if err := json.Unmarshal(t.Payload(), &job); err != nil {
-		return fmt.Errorf("decode reply job: %v: %w", err, asynq.SkipRetry)
+		return fmt.Errorf("decode reply job: %w: %w", err, asynq.SkipRetry)
 	}
 	tenant := job.Message.TenantID
 	if !w.tenants.acquire(tenant, w.cfg.TenantConcurrency) {

@@ -187,7 +187,9 @@ func (a *app) demo(cmd *cobra.Command, o demoOptions) error {
 	}
 	if err := waitConnected(ctx, sim, ws.AppID, 15*time.Second); err != nil {
 		stopDaemon()
-		<-daemonDone
+		if derr := <-daemonDone; derr != nil && !errors.Is(derr, context.Canceled) {
+			fmt.Fprintln(a.stderr, "demo: daemon:", errorLine(derr))
+		}
 		return fmt.Errorf("demo: %w", err)
 	}
 	say("tenant %q, agent %s (%s), workspace %s connected over Socket Mode", tenant.Name, agent.Name, agent.Role, ws.TeamID)

@@ -88,8 +88,6 @@ func newEnv(t *testing.T, o envOpts) *env {
 	return e
 }
 
-func (e *env) getenv(k string) string { return e.vars[k] }
-
 // with returns a copy of the environment with some variables changed ("" unsets).
 func (e *env) with(kv ...string) map[string]string {
 	m := make(map[string]string, len(e.vars))

@@ -246,7 +246,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 		d.insp = asynq.NewInspector(aopt)
 	}
 
-	if d.httpLn, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
+	if d.httpLn, err = (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.HTTP.Addr); err != nil {
 		return nil, fmt.Errorf("http.addr %s: %w", cfg.HTTP.Addr, err)
 	}
 	return d, nil
