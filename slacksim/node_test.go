@@ -2,9 +2,7 @@ package slacksim_test
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -37,17 +35,7 @@ func TestNodeSDK(t *testing.T) {
 		}
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	pr, pw := io.Pipe()
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		_ = slacksim.RunStandalone(ctx, "127.0.0.1:0", pw)
-		pw.Close()
-	})
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	vals := readStandalone(t, pr)
-	go func() { _, _ = io.Copy(io.Discard, pr) }()
-	base := strings.TrimSuffix(vals["api_url"], "api/")
+	vals, base := startStandalone(t)
 
 	runCtx := ctxT(t, 30*time.Second)
 	cmd := exec.CommandContext(runCtx, node, "check.js")

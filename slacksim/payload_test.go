@@ -127,17 +127,7 @@ func TestPayloadFidelity(t *testing.T) {
 
 func TestStandaloneAndControlEndpoint(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithCancel(context.Background())
-	pr, pw := io.Pipe()
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		_ = slacksim.RunStandalone(ctx, "127.0.0.1:0", pw)
-		pw.Close()
-	})
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	vals := readStandalone(t, pr)
-	go func() { _, _ = io.Copy(io.Discard, pr) }()
-	base := strings.TrimSuffix(vals["api_url"], "api/")
+	vals, base := startStandalone(t)
 
 	api := slack.New(vals["bot_token"], slack.OptionAPIURL(vals["api_url"]))
 	auth, err := api.AuthTestContext(ctxT(t, 5*time.Second))
@@ -183,6 +173,23 @@ func TestStandaloneAndControlEndpoint(t *testing.T) {
 	if len(specs) != 1 || specs[0].AppToken != vals["app_token"] {
 		t.Errorf("workspaces = %+v", specs)
 	}
+}
+
+// startStandalone runs RunStandalone until the test ends and returns the
+// values it prints and the base URL of its endpoints.
+func startStandalone(t *testing.T) (vals map[string]string, base string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		_ = slacksim.RunStandalone(ctx, "127.0.0.1:0", pw)
+		pw.Close()
+	})
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	vals = readStandalone(t, pr)
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+	return vals, strings.TrimSuffix(vals["api_url"], "api/")
 }
 
 // readStandalone reads the four key=value lines RunStandalone prints.
