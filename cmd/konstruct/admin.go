@@ -37,6 +37,14 @@ func (a *app) storeFor(cmd *cobra.Command, flagErr error, parts ...config.Part) 
 	return cfg, st, nil
 }
 
+// table starts a table on stdout, the same column layout for every command,
+// with its tab-separated header line written; Flush prints it.
+func (a *app) table(header string) *tabwriter.Writer {
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	return tw
+}
+
 // openStore opens the store as the runtime role. The secret box is built
 // when secret_key is set; commands that touch tokens require it.
 func (a *app) openStore(ctx context.Context, cfg *config.Config) (*store.Store, error) {
@@ -115,8 +123,7 @@ func newTenantCmd(a *app) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("tenant list: %w", err)
 			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tSLUG\tNAME\tCREATED")
+			tw := a.table("ID\tSLUG\tNAME\tCREATED")
 			for _, t := range ts {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.ID, t.Slug, t.Name, t.CreatedAt.UTC().Format(time.RFC3339))
 			}
@@ -271,8 +278,7 @@ func newWorkspaceCmd(a *app) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("workspace list: %w", err)
 			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TEAM_ID\tTEAM\tTENANT\tBOT_USER\tSTATUS\tUPDATED")
+			tw := a.table("TEAM_ID\tTEAM\tTENANT\tBOT_USER\tSTATUS\tUPDATED")
 			for _, w := range ws {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", w.TeamID, dash(w.TeamName), w.TenantID, w.BotUserID, w.Status, w.UpdatedAt.UTC().Format(time.RFC3339))
 			}

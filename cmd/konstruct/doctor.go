@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -39,8 +38,7 @@ func newDoctorCmd(a *app) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			checks := a.doctor(cmd)
-			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "CHECK\tRESULT\tDETAIL")
+			tw := a.table("CHECK\tRESULT\tDETAIL")
 			failed := 0
 			for _, c := range checks {
 				res := "PASS"
