@@ -29,13 +29,17 @@ type Message struct {
 	ChannelType  ChannelType `json:"channel_type,omitempty"`
 	User         string      `json:"user"`
 	BotID        string      `json:"bot_id,omitempty"`
-	SubType      string      `json:"subtype,omitempty"`
-	Text         string      `json:"text"`
-	TS           string      `json:"ts"`
-	ThreadTS     string      `json:"thread_ts,omitempty"`
-	IsDM         bool        `json:"is_dm"`
-	IsMention    bool        `json:"is_mention"`
-	RetryAttempt int         `json:"retry_attempt,omitempty"`
+	// BotUserID is the app's own bot user in this workspace (set by the
+	// router), so a worker can tell its own messages and mentions apart
+	// without asking Slack.
+	BotUserID    string `json:"bot_user_id,omitempty"`
+	SubType      string `json:"subtype,omitempty"`
+	Text         string `json:"text"`
+	TS           string `json:"ts"`
+	ThreadTS     string `json:"thread_ts,omitempty"`
+	IsDM         bool   `json:"is_dm"`
+	IsMention    bool   `json:"is_mention"`
+	RetryAttempt int    `json:"retry_attempt,omitempty"`
 	// ReceivedAt is when the gateway read the envelope (monotonic-free, for metrics).
 	ReceivedAt time.Time `json:"received_at"`
 }

@@ -235,6 +235,7 @@ func (r *Router) Route(ctx context.Context, msg konstruct.Message) (out Outcome,
 		return Bot, nil
 	}
 	msg.TenantID = ws.TenantID
+	msg.BotUserID = ws.BotUserID
 
 	// Addressed to us? Decided before anything is claimed, so a twin that is
 	// not for us (the message event of a top-level mention) never marks the

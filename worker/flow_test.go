@@ -474,3 +474,28 @@ func TestConcurrentDeliveryIsRefused(t *testing.T) {
 		t.Errorf("answers %+v", a)
 	}
 }
+
+// A top-level post has no history: with the bot user known from the
+// message (the router sets it), the worker answers without reading the
+// thread, and still strips its own mention from the question.
+func TestTopLevelSkipsHistory(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	job := e.mention("what's new?", "")
+	job.Message.BotUserID = e.ws.BotUserID
+	before := e.sim.Calls("conversations.replies")
+	e.handle(job)
+	if n := e.sim.Calls("conversations.replies") - before; n != 0 {
+		t.Errorf("conversations.replies called %d times for a top-level post", n)
+	}
+	if a := e.answers(job); len(a) != 1 || markdownOf(t, a[0]) != "Echo: what's new?" {
+		t.Errorf("answers = %+v", a)
+	}
+	// In a thread, the history is read.
+	reply := e.mention("and then?", job.Message.TS)
+	reply.Message.BotUserID = e.ws.BotUserID
+	e.handle(reply)
+	if n := e.sim.Calls("conversations.replies") - before; n == 0 {
+		t.Error("history not read for a message in a thread")
+	}
+}

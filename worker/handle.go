@@ -212,19 +212,26 @@ func (w *Server) generate(ctx, parent context.Context, j *job) error {
 		return w.failed(parent, j, fmt.Errorf("load agent: %w", err))
 	}
 
-	thread, err := w.deps.Slack.Replies(ctx, m.TeamID, m.ChannelID, m.ReplyThreadTS())
-	if err != nil {
-		if ctx.Err() != nil {
-			return w.failed(parent, j, ctx.Err())
+	// A top-level post starts its thread: there is no history to read, and
+	// skipping conversations.replies saves a Slack round trip (Tier 3) on
+	// the most common path — once we know our own bot user, which the
+	// thread would otherwise tell us.
+	var thread []bot.ThreadMessage
+	if m.InThread() || m.BotUserID == "" {
+		thread, err = w.deps.Slack.Replies(ctx, m.TeamID, m.ChannelID, m.ReplyThreadTS())
+		if err != nil {
+			if ctx.Err() != nil {
+				return w.failed(parent, j, ctx.Err())
+			}
+			// An answer without context beats no answer.
+			j.log.LogAttrs(ctx, slog.LevelWarn, "read thread history", slog.String("error", err.Error()))
 		}
-		// An answer without context beats no answer.
-		j.log.LogAttrs(ctx, slog.LevelWarn, "read thread history", slog.String("error", err.Error()))
 	}
 	skip := map[string]bool{j.p.PlaceholderTS: true, j.p.StreamTS: true}
 	for _, ts := range j.p.FollowUps {
 		skip[ts] = true
 	}
-	msgs := w.buildMessages(ctx, agent, *m, thread, threadContext{teamID: m.TeamID, agentName: agent.Name, skipTS: skip})
+	msgs := w.buildMessages(ctx, agent, *m, thread, threadContext{teamID: m.TeamID, agentName: agent.Name, botUserID: m.BotUserID, skipTS: skip})
 
 	if err := j.rec.set(ctx, "state", stateStreaming); err != nil {
 		return w.failed(parent, j, err)

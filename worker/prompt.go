@@ -54,7 +54,7 @@ var mentionRE = regexp.MustCompile(`<@([UW][A-Z0-9]+)(?:\|[^>]*)?>`)
 type threadContext struct {
 	teamID    string
 	agentName string
-	botUserID string          // learnt from our own placeholder in the thread
+	botUserID string          // from the message, else learnt from our own placeholder in the thread
 	botID     string          // idem
 	skipTS    map[string]bool // our placeholder and follow-ups of this reply
 }
