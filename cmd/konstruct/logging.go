@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -36,7 +37,75 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 	} else {
 		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(redactHandler{h})
+	return slog.New(redactHandler{throttleHandler{Handler: h, st: &throttleState{last: map[string]throttleEntry{}}}})
+}
+
+// throttledComponents are the libraries that repeat one warning many times
+// a second while a dependency is down (go-redis' pool, asynq's loops).
+var throttledComponents = map[string]bool{"redis": true, "asynq": true}
+
+// throttleWindow is how long an identical library warning stays quiet.
+const throttleWindow = 10 * time.Second
+
+// throttleHandler lets a library warning through once per throttleWindow,
+// with the number of copies it held back; everything else passes as is.
+type throttleHandler struct {
+	slog.Handler
+	on bool // this logger carries a throttled component
+	st *throttleState
+}
+
+type throttleState struct {
+	mu   sync.Mutex
+	last map[string]throttleEntry
+}
+
+type throttleEntry struct {
+	at         time.Time
+	suppressed int
+}
+
+func (h throttleHandler) Handle(ctx context.Context, r slog.Record) error {
+	on := h.on
+	if !on {
+		r.Attrs(func(a slog.Attr) bool {
+			on = a.Key == "component" && throttledComponents[a.Value.String()]
+			return !on
+		})
+	}
+	if !on || r.Level < slog.LevelWarn {
+		return h.Handler.Handle(ctx, r)
+	}
+	h.st.mu.Lock()
+	e, seen := h.st.last[r.Message]
+	if seen && r.Time.Sub(e.at) < throttleWindow {
+		e.suppressed++
+		h.st.last[r.Message] = e
+		h.st.mu.Unlock()
+		return nil
+	}
+	if len(h.st.last) > 1000 { // messages with ids in them: keep the map bounded
+		clear(h.st.last)
+	}
+	h.st.last[r.Message] = throttleEntry{at: r.Time}
+	h.st.mu.Unlock()
+	if e.suppressed > 0 {
+		r = r.Clone()
+		r.AddAttrs(slog.Int("repeated", e.suppressed))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h throttleHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	on := h.on
+	for _, a := range as {
+		on = on || a.Key == "component" && throttledComponents[a.Value.String()]
+	}
+	return throttleHandler{Handler: h.Handler.WithAttrs(as), on: on, st: h.st}
+}
+
+func (h throttleHandler) WithGroup(name string) slog.Handler {
+	return throttleHandler{Handler: h.Handler.WithGroup(name), on: h.on, st: h.st}
 }
 
 // processLogger is the logger of the last command that loaded its config:

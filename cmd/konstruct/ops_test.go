@@ -285,3 +285,38 @@ func TestHealthcheckCommand(t *testing.T) {
 		t.Errorf("healthcheck of a closed port: %q", r.line())
 	}
 }
+
+// TestLibraryWarningsThrottled: a dependency that is down makes go-redis and
+// asynq repeat one warning many times a second; the log shows it once per
+// window with a count, and leaves every other line alone.
+func TestLibraryWarningsThrottled(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	l := newLogger(&buf, "json", "info")
+	asynqLog := l.With("component", "asynq")
+	for range 50 {
+		asynqLog.Error("Dequeue error: redis eval error: connection refused")
+		l.Warn("redis: connection pool: failed to dial", "component", "redis")
+		l.Warn("reply", "outcome", "error") // our own lines are never held back
+	}
+	asynqLog.Info("asynq info passes") // below warn: not throttled
+	counts := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("not JSON: %q", line)
+		}
+		counts[m["msg"].(string)]++
+	}
+	want := map[string]int{
+		"Dequeue error: redis eval error: connection refused": 1,
+		"redis: connection pool: failed to dial":              1,
+		"reply":                                               50,
+		"asynq info passes":                                   1,
+	}
+	for msg, n := range want {
+		if counts[msg] != n {
+			t.Errorf("%q logged %d times, want %d", msg, counts[msg], n)
+		}
+	}
+}
