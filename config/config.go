@@ -153,7 +153,9 @@ type Options struct {
 }
 
 // Load reads the configuration. It does not validate: call Validate with
-// the parts the command needs.
+// the parts the command needs. When a number or duration does not parse,
+// Load returns the error together with a Config that has that key at its
+// default, so that the caller can report the other problems with it.
 func Load(opts Options) (*Config, error) {
 	getenv := opts.Getenv
 	if getenv == nil {
@@ -210,9 +212,10 @@ func Load(opts Options) (*Config, error) {
 		}
 	}
 
-	if err := checkTypes(v); err != nil {
-		return nil, err
-	}
+	// A key that does not parse is reported, and set back to its default
+	// so that the rest still loads: Load then returns the Config with the
+	// error, and a caller can report every other problem in the same go.
+	typeErr := checkTypes(v)
 	var cfg Config
 	if err := v.Unmarshal(&cfg); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -224,7 +227,7 @@ func Load(opts Options) (*Config, error) {
 	if !strings.HasSuffix(cfg.Slack.APIURL, "/") && cfg.Slack.APIURL != "" {
 		cfg.Slack.APIURL += "/"
 	}
-	return &cfg, nil
+	return &cfg, typeErr
 }
 
 // checkTypes names the key of a number or duration that does not parse,
@@ -241,6 +244,7 @@ func checkTypes(v *viper.Viper) error {
 				switch val.(type) {
 				case int, int64, float64, uint64:
 					errs = append(errs, &KeyError{Key: k, Reason: fmt.Sprintf("must be a duration with a unit such as %s, got %v", dv, val)})
+					v.Set(k, dv)
 				}
 			}
 			continue
@@ -250,6 +254,7 @@ func checkTypes(v *viper.Viper) error {
 		case int:
 			if _, err := strconv.Atoi(raw); err != nil {
 				errs = append(errs, &KeyError{Key: k, Reason: fmt.Sprintf("must be a whole number, got %q", raw)})
+				v.Set(k, dv)
 			}
 		case string:
 			if !isDuration(dv) {
@@ -257,6 +262,7 @@ func checkTypes(v *viper.Viper) error {
 			}
 			if _, err := time.ParseDuration(raw); err != nil {
 				errs = append(errs, &KeyError{Key: k, Reason: fmt.Sprintf("must be a duration such as %s, got %q", dv, raw)})
+				v.Set(k, dv)
 			}
 		}
 	}

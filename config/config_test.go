@@ -179,3 +179,22 @@ func TestLoadNamesBadNumbersAndDurations(t *testing.T) {
 		}
 	}
 }
+
+// A value that does not parse does not hide the other problems.
+func TestTypeErrorKeepsTheRest(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load(Options{Getenv: env(map[string]string{
+		"KONSTRUCT_RATELIMIT_PER_MINUTE": "x",
+		"KONSTRUCT_DATABASE_URL":         "mysql://db",
+	})})
+	if err == nil || !strings.Contains(err.Error(), "ratelimit.per_minute must be a whole number") {
+		t.Fatalf("err = %v", err)
+	}
+	if cfg == nil || cfg.RateLimit.PerMinute != 30 {
+		t.Fatalf("cfg = %+v, want the default rate limit in place of the bad value", cfg)
+	}
+	if verr := cfg.Validate(NeedDatabase, NeedLLM); verr == nil ||
+		!strings.Contains(verr.Error(), "database.url must be a postgres:// URL") || !strings.Contains(verr.Error(), "llm.model is required") {
+		t.Errorf("Validate = %v", verr)
+	}
+}

@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/konstruct/konstruct/config"
 )
 
 func init() { commands = append(commands, newHealthcheckCmd) }
@@ -18,8 +21,12 @@ func newHealthcheckCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "healthcheck [--url URL]",
 		Short: "Exit 0 when the daemon's health endpoint answers 200",
+		Long:  "Probes /healthz at http.addr (KONSTRUCT_HTTP_ADDR; a wildcard host means this machine), or --url.",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if url == "" {
+				url = a.healthURL(cmd)
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 3*time.Second)
 			defer cancel()
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -38,6 +45,22 @@ func newHealthcheckCmd(a *app) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&url, "url", "http://127.0.0.1:9464/healthz", "health endpoint to probe")
+	cmd.Flags().StringVar(&url, "url", "", "health endpoint to probe (default: /healthz at http.addr)")
 	return cmd
+}
+
+// healthURL is /healthz at the configured http.addr.
+func (a *app) healthURL(cmd *cobra.Command) string {
+	addr := "127.0.0.1:9464"
+	if cfg, err := config.Load(config.Options{Path: a.configPath, Getenv: a.getenv, Flags: cmd.Flags()}); err == nil && cfg.HTTP.Addr != "" {
+		addr = cfg.HTTP.Addr
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr + "/healthz"
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/healthz"
 }

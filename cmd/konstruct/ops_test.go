@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -283,6 +286,19 @@ func TestHealthcheckCommand(t *testing.T) {
 	dead := "http://" + freeAddr(t) + "/healthz"
 	if r := cli(t, nil, "healthcheck", "--url", dead); r.err == nil || !strings.Contains(r.line(), "healthcheck") {
 		t.Errorf("healthcheck of a closed port: %q", r.line())
+	}
+	// Without --url it probes /healthz at http.addr (a wildcard host is this machine).
+	hz := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			http.NotFound(w, r)
+		}
+	}))
+	defer hz.Close()
+	_, port, _ := net.SplitHostPort(hz.Listener.Addr().String())
+	for _, addr := range []string{"127.0.0.1:" + port, "0.0.0.0:" + port} {
+		if r := cli(t, map[string]string{"KONSTRUCT_HTTP_ADDR": addr}, "healthcheck"); r.err != nil || r.stdout != "ok\n" {
+			t.Errorf("healthcheck with http.addr %s: %q %q", addr, r.stdout, r.line())
+		}
 	}
 }
 

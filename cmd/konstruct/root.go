@@ -75,8 +75,8 @@ func (a *app) config(cmd *cobra.Command, parts ...config.Part) (*config.Config, 
 // shows everything that is missing.
 func (a *app) configAnd(cmd *cobra.Command, flagErr error, parts ...config.Part) (*config.Config, error) {
 	cfg, err := config.Load(config.Options{Path: a.configPath, Getenv: a.getenv, Flags: cmd.Flags()})
-	if err == nil {
-		err = cfg.Validate(parts...)
+	if cfg != nil { // also with a value that did not parse: report every problem at once
+		err = errors.Join(err, cfg.Validate(parts...))
 	}
 	if err != nil || flagErr != nil {
 		return nil, errors.Join(flagErr, err)
