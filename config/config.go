@@ -92,6 +92,9 @@ type Config struct {
 
 	// File is the config file that was read, "" if none.
 	File string `mapstructure:"-"`
+	// Unknown lists the keys of the file that no setting has (typos such as
+	// llm.modle), for the caller to warn about.
+	Unknown []string `mapstructure:"-"`
 }
 
 // defaults lists every key with its default; it is also the list of keys
@@ -221,6 +224,7 @@ func Load(opts Options) (*Config, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	cfg.File = path
+	cfg.Unknown = unknownKeys(v)
 	if cfg.Database.MigrateURL == "" {
 		cfg.Database.MigrateURL = cfg.Database.URL
 	}
@@ -268,6 +272,19 @@ func checkTypes(v *viper.Viper) error {
 	}
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)
+}
+
+// unknownKeys returns the keys set (by the file) that are no setting.
+func unknownKeys(v *viper.Viper) []string {
+	var out []string
+	for _, k := range v.AllKeys() {
+		if _, ok := defaults[k]; ok || k == "llm.providers" || strings.HasPrefix(k, "llm.providers.") {
+			continue
+		}
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // isDuration reports whether a default is a duration ("30s"), which makes

@@ -198,3 +198,19 @@ func TestTypeErrorKeepsTheRest(t *testing.T) {
 		t.Errorf("Validate = %v", verr)
 	}
 }
+
+func TestUnknownKeysListed(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "k.yaml")
+	body := "llm:\n  modle: x\n  providers:\n    - name: a\n      base_url: http://127.0.0.1:1/v1/\nratelimit:\n  per_minute: 5\ntypo_top: 1\n"
+	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(Options{Path: file, Getenv: env(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(cfg.Unknown, ","); got != "llm.modle,typo_top" {
+		t.Errorf("Unknown = %q", got)
+	}
+}

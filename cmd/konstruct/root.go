@@ -82,6 +82,9 @@ func (a *app) configAnd(cmd *cobra.Command, flagErr error, parts ...config.Part)
 		return nil, errors.Join(flagErr, err)
 	}
 	a.setLogger(newLogger(a.stderr, cfg.Log.Format, cfg.Log.Level))
+	for _, k := range cfg.Unknown {
+		a.logger.Warn("unknown key in the config file, ignored (a typo?)", "key", k, "file", cfg.File)
+	}
 	return cfg, nil
 }
 
