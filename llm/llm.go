@@ -26,6 +26,7 @@ import (
 	"github.com/openai/openai-go/v3/packages/respjson"
 
 	"github.com/konstruct/konstruct"
+	"github.com/konstruct/konstruct/internal/wait"
 )
 
 // Causes wrapped in the errors Stream returns; test them with errors.Is.
@@ -244,13 +245,13 @@ func (c *Client) Stream(ctx context.Context, req Request, onDelta func(delta str
 			if !retryable(att.Status) || try >= c.cfg.MaxRetries {
 				break
 			}
-			wait, ok := c.retryWait(try, att.Err)
+			pause, ok := c.retryWait(try, att.Err)
 			if !ok {
 				break
 			}
 			c.cfg.Logger.LogAttrs(ctx, slog.LevelDebug, "llm retry", slog.String("provider", p.name),
-				slog.Int("status", att.Status), slog.Duration("wait", wait), slog.Duration("attempt_latency", time.Since(attemptStart)))
-			if !sleep(ctx, wait) {
+				slog.Int("status", att.Status), slog.Duration("wait", pause), slog.Duration("attempt_latency", time.Since(attemptStart)))
+			if !wait.Sleep(ctx, pause) {
 				return res, contextError(ctx)
 			}
 		}
@@ -463,17 +464,6 @@ func retryAfter(res *http.Response) time.Duration {
 		return max(time.Until(t), 0)
 	}
 	return 0
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // contextError is the error for a call whose context ended before any text.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/konstruct/konstruct"
 	"github.com/konstruct/konstruct/bot"
+	"github.com/konstruct/konstruct/internal/wait"
 	"github.com/konstruct/konstruct/llm"
 )
 
@@ -387,7 +388,7 @@ func (w *Server) writeReply(ctx context.Context, r konstruct.Reply, log *slog.Lo
 		if err == nil {
 			return
 		}
-		sleep(ctx, time.Duration(try+1)*200*time.Millisecond)
+		wait.Sleep(ctx, time.Duration(try+1)*200*time.Millisecond)
 	}
 	log.LogAttrs(ctx, slog.LevelError, "record reply", slog.String("error", err.Error()))
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/konstruct/konstruct"
 	"github.com/konstruct/konstruct/bot"
+	"github.com/konstruct/konstruct/internal/wait"
 )
 
 // Slack methods whose budget is shared per workspace.
@@ -105,12 +106,12 @@ const maxFinalWait = 2 * time.Second
 // Retry-After, and for its share of the budget up to maxFinalWait.
 func (t *teamBudget) waitFinal(ctx context.Context, method string) error {
 	if d := t.blockedFor(method); d > 0 {
-		if !sleep(ctx, d) {
+		if !wait.Sleep(ctx, d) {
 			return ctx.Err()
 		}
 	}
 	if lim := t.limiters[method]; lim != nil {
-		if d := lim.Reserve().Delay(); d > 0 && !sleep(ctx, min(d, maxFinalWait)) {
+		if d := lim.Reserve().Delay(); d > 0 && !wait.Sleep(ctx, min(d, maxFinalWait)) {
 			return ctx.Err()
 		}
 	}
@@ -378,7 +379,7 @@ func (w *Server) finalEdit(ctx context.Context, team, channel, ts, md string) er
 		if failures >= 4 {
 			return err
 		}
-		if !sleep(ctx, time.Duration(failures)*time.Second) {
+		if !wait.Sleep(ctx, time.Duration(failures)*time.Second) {
 			return err
 		}
 	}
@@ -395,7 +396,7 @@ func (w *Server) postOnce(ctx context.Context, team, channel, thread string, m b
 			return ts, nil
 		}
 		if d, ok := bot.RetryAfter(err); ok {
-			if !sleep(ctx, max(d, time.Second)) {
+			if !wait.Sleep(ctx, max(d, time.Second)) {
 				return "", err
 			}
 			continue
@@ -407,7 +408,7 @@ func (w *Server) postOnce(ctx context.Context, team, channel, thread string, m b
 		if failures >= 4 {
 			return "", err
 		}
-		if !sleep(ctx, time.Duration(failures)*time.Second) {
+		if !wait.Sleep(ctx, time.Duration(failures)*time.Second) {
 			return "", err
 		}
 		// Did it land anyway?
@@ -432,19 +433,4 @@ func transient(err error) bool {
 		return true
 	}
 	return false
-}
-
-// sleep waits d or until ctx ends; it reports whether d elapsed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 	"unicode"
+
+	"github.com/konstruct/konstruct/internal/wait"
 )
 
 // ChatRequest is what the server understood of one chat completion request.
@@ -298,7 +300,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context() // derived from s.ctx, cancelled on Close and client disconnect
 
 	if !req.Stream {
-		if !sleep(ctx, reply.FirstTokenDelay) {
+		if !wait.Sleep(ctx, reply.FirstTokenDelay) {
 			return
 		}
 		if reply.HangAfter > 0 {
@@ -342,11 +344,11 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	if !send(chunk(map[string]any{"role": "assistant", "content": ""}, nil)) {
 		return
 	}
-	if !sleep(ctx, reply.FirstTokenDelay) {
+	if !wait.Sleep(ctx, reply.FirstTokenDelay) {
 		return
 	}
 	for _, r := range reply.Reasoning {
-		if !send(chunk(map[string]any{"reasoning_content": r}, nil)) || !sleep(ctx, reply.TokenDelay) {
+		if !send(chunk(map[string]any{"reasoning_content": r}, nil)) || !wait.Sleep(ctx, reply.TokenDelay) {
 			return
 		}
 	}
@@ -355,7 +357,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 			<-ctx.Done()
 			return
 		}
-		if i > 0 && !sleep(ctx, reply.TokenDelay) {
+		if i > 0 && !wait.Sleep(ctx, reply.TokenDelay) {
 			return
 		}
 		if !send(chunk(map[string]any{"content": c}, nil)) {
@@ -379,21 +381,6 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	}
 	_, _ = fmt.Fprint(w, "data: [DONE]\n\n")
 	_ = rc.Flush()
-}
-
-// sleep waits d or until ctx ends; it reports whether d elapsed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // promptTokens is a rough count (words and punctuation) standing in for a
