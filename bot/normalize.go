@@ -3,7 +3,6 @@ package bot
 import (
 	"encoding/json"
 	"errors"
-	"strconv"
 	"strings"
 	"time"
 
@@ -216,38 +215,4 @@ func tidySpaces(s string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
-}
-
-// envelopeHead is what the gateway reads from a raw Socket Mode frame that
-// slack-go could not parse (error_bad_message): enough to ack it and, when
-// it is an events_api envelope, to route it anyway.
-type envelopeHead struct {
-	EnvelopeID   string          `json:"envelope_id"`
-	Type         string          `json:"type"`
-	Payload      json.RawMessage `json:"payload"`
-	RetryAttempt json.Number     `json:"retry_attempt"`
-}
-
-func parseEnvelopeHead(raw []byte) (envelopeHead, bool) {
-	var h envelopeHead
-	if err := json.Unmarshal(raw, &h); err != nil {
-		// A frame that is JSON but whose fields have odd types still
-		// deserves its ack: fish out the envelope id alone.
-		var id struct {
-			EnvelopeID string `json:"envelope_id"`
-		}
-		if json.Unmarshal(raw, &id) != nil {
-			return envelopeHead{}, false
-		}
-		return envelopeHead{EnvelopeID: id.EnvelopeID}, true
-	}
-	return h, true
-}
-
-func (h envelopeHead) retryAttempt() int {
-	n, err := strconv.Atoi(h.RetryAttempt.String())
-	if err != nil {
-		return 0
-	}
-	return n
 }

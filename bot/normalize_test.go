@@ -156,9 +156,7 @@ func FuzzNormalize(f *testing.F) {
 		if err == nil && (m.TeamID == "" || m.ChannelID == "" || m.TS == "") {
 			t.Fatalf("accepted a message without team, channel or ts: %+v", m)
 		}
-		if h, ok := parseEnvelopeHead(b); ok {
-			_ = h.retryAttempt()
-		}
+		_, _ = scanFrame(b)
 		_ = StripMention(string(b), "U")
 	})
 }

@@ -3,7 +3,6 @@ package bot
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -415,31 +414,28 @@ func (g *appGroup) connect(ctx context.Context, c *socketConn, gen int) (*sessio
 		_ = ws.Close()
 		return nil, fmt.Errorf("read hello: %w", err)
 	}
-	var hello struct {
-		Type           string `json:"type"`
-		Reason         string `json:"reason"`
-		NumConnections int    `json:"num_connections"`
-		ConnectionInfo struct {
-			AppID string `json:"app_id"`
-		} `json:"connection_info"`
-	}
-	if err := json.Unmarshal(data, &hello); err != nil || hello.Type != "hello" {
+	h, ok := scanFrame(data)
+	if !ok || h.Type != "hello" {
 		_ = ws.Close()
-		if hello.Type == "disconnect" {
-			return nil, errDisconnected{reason: hello.Reason}
+		if ok && h.Type == "disconnect" {
+			return nil, errDisconnected{reason: h.Reason}
 		}
-		return nil, fmt.Errorf("socket mode: first frame is %q, not hello", cmp.Or(hello.Type, "unparseable"))
+		what := "unparseable"
+		if ok && h.Type != "" {
+			what = h.Type
+		}
+		return nil, fmt.Errorf("socket mode: first frame is %q, not hello", what)
 	}
 	if ctx.Err() != nil {
 		_ = ws.Close()
 		return nil, ctx.Err()
 	}
-	if id := hello.ConnectionInfo.AppID; id != "" {
+	if id := h.AppID; id != "" {
 		g.mu.Lock()
 		g.appID = id
 		g.mu.Unlock()
 	}
-	g.m.log.Debug("socket connected", "app_id", g.appIDOr(), "conn", c.id, "gen", gen, "num_connections", hello.NumConnections)
+	g.m.log.Debug("socket connected", "app_id", g.appIDOr(), "conn", c.id, "gen", gen, "num_connections", h.NumConnections)
 
 	s := &session{
 		g:          g,
@@ -563,12 +559,12 @@ func (s *session) handle(buf *[]byte, now time.Time) {
 	frame := *buf
 	h, ok := scanFrame(frame)
 	if !ok {
-		// Not a well-formed frame: ack it if an id can be fished out.
-		eh, ok := parseEnvelopeHead(frame)
+		// Not a well-formed frame (Slack sends none; a broken proxy might):
+		// what the tolerant scan fished out is logged, not trusted for an
+		// ack.
 		putFrameBuf(buf)
-		mx.Envelope(cmp.Or(eh.Type, "unparseable"))
-		g.m.log.Warn("unparseable socket mode frame", "envelope_id", eh.EnvelopeID, "type", eh.Type, "parsed_id", ok)
-		s.ack(eh.EnvelopeID, now)
+		mx.Envelope("unparseable")
+		g.m.log.Warn("unparseable socket mode frame", "envelope_id", h.EnvelopeID, "type", h.Type)
 		return
 	}
 	switch h.Type {
