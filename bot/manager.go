@@ -79,11 +79,11 @@ type SocketState struct {
 // small pool, to the router through a bounded queue (Events). Sockets belong
 // to app-level tokens: workspaces sharing one app share its connections.
 //
-// Shutdown: when Run's context ends (or Close is called) the manager stops
-// reading its sockets (unread envelopes stay unacked, so Slack hands them to
-// another connection or daemon), lets the acks already written flush, closes
-// the sockets, lets the normalizers put every envelope handed off into
-// Events, and then closes the Events channel. The router drains
+// Shutdown: when Run's context ends the manager stops reading its sockets
+// (unread envelopes stay unacked, so Slack hands them to another connection
+// or daemon), lets the acks already written flush, closes the sockets, lets
+// the normalizers put every envelope handed off into Events, and then
+// closes the Events channel. The router drains
 // everything queued before the close: an acked message is always routed.
 type Manager struct {
 	cfg    ManagerConfig
@@ -98,15 +98,9 @@ type Manager struct {
 	pending atomic.Int64
 
 	trigger chan struct{}
-	closing chan struct{} // closed by Close
-	done    chan struct{} // closed when Run returns
-	stop    sync.Once     // closing
-	evClose sync.Once     // events
+	running atomic.Bool // Run was called
 
-	mu    sync.Mutex
-	state int // 0 new, 1 running, 2 closed without Run
-
-	wg sync.WaitGroup // every socket goroutine
+	wg sync.WaitGroup // every slot and session reader
 
 	statesMu sync.Mutex
 	groups   []*appGroup // for States
@@ -156,13 +150,11 @@ func NewManager(cfg ManagerConfig) *Manager {
 		events:  make(chan konstruct.Message, cfg.QueueSize),
 		raw:     make(chan rawEnvelope, cfg.QueueSize),
 		trigger: make(chan struct{}, 1),
-		closing: make(chan struct{}),
-		done:    make(chan struct{}),
 	}
 }
 
-// Events is the hand-off queue the router reads. It is closed when Run has
-// stopped every socket.
+// Events is the hand-off queue the router reads. Run closes it once it has
+// stopped every socket and handed off every acked envelope.
 func (m *Manager) Events() <-chan konstruct.Message { return m.events }
 
 // Trigger asks for a reconcile now (wired to the store's LISTEN/NOTIFY).
@@ -173,53 +165,15 @@ func (m *Manager) Trigger() {
 	}
 }
 
-// Close stops the manager as if Run's context ended and waits for Run to
-// return. It is safe to call more than once, and without Run (Events is
-// then closed at once).
-func (m *Manager) Close() {
-	m.stop.Do(func() { close(m.closing) })
-	m.mu.Lock()
-	st := m.state
-	if st == 0 {
-		m.state = 2
-	}
-	m.mu.Unlock()
-	if st == 0 || st == 2 {
-		m.evClose.Do(func() { close(m.events) })
-		return
-	}
-	<-m.done
-}
-
 // errRunTwice is returned by a second Run.
 var errRunTwice = errors.New("bot: Manager.Run called twice")
 
-// Run reconciles the connections with Source until ctx ends or Close is
-// called, then stops every socket, closes Events and returns nil.
+// Run reconciles the connections with Source until ctx ends, then stops
+// every socket, closes Events and returns nil.
 func (m *Manager) Run(ctx context.Context) error {
-	m.mu.Lock()
-	st := m.state
-	if st == 0 {
-		m.state = 1
-	}
-	m.mu.Unlock()
-	switch st {
-	case 1:
+	if !m.running.CompareAndSwap(false, true) {
 		return errRunTwice
-	case 2:
-		return nil
 	}
-	defer close(m.done)
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-m.closing:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 
 	var norm sync.WaitGroup
 	for range m.cfg.Normalizers {
@@ -240,7 +194,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			// Every reader has returned: what they handed off is in raw.
 			close(m.raw)
 			norm.Wait()
-			m.evClose.Do(func() { close(m.events) })
+			close(m.events)
 			m.setStates(nil)
 			m.log.Info("gateway stopped")
 			return nil

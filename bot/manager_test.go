@@ -2,6 +2,7 @@ package bot
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -249,11 +250,9 @@ func TestManagerLostAckRedelivered(t *testing.T) {
 	t.Parallel()
 	sim, ws, src := oneWorkspace(t, slacksim.WithAckTimeout(300*time.Millisecond))
 	var dropped atomic.Bool
-	m := NewManager(ManagerConfig{APIURL: sim.APIURL(), HTTPClient: simClient(t), Source: src.list})
-	m.dropAck = func(string) bool { return dropped.CompareAndSwap(false, true) }
-	done := make(chan error, 1)
-	go func() { done <- m.Run(context.Background()) }()
-	defer func() { m.Close(); <-done }()
+	m := startManagerWith(t, sim, ManagerConfig{Source: src.list}, func(m *Manager) {
+		m.dropAck = func(string) bool { return dropped.CompareAndSwap(false, true) }
+	})
 	waitFor(t, 5*time.Second, "sockets", func() bool { return sim.Connections(ws.AppID) == 2 })
 
 	ts, _ := sim.DM(ws.TeamID, ws.UserIDs[0], "once", "")
@@ -263,7 +262,7 @@ func TestManagerLostAckRedelivered(t *testing.T) {
 	}
 }
 
-func TestManagerCloseStopsSocketsThenClosesEvents(t *testing.T) {
+func TestManagerShutdownStopsSocketsThenClosesEvents(t *testing.T) {
 	t.Parallel()
 	sim, ws, src := oneWorkspace(t)
 	m := NewManager(ManagerConfig{APIURL: sim.APIURL(), HTTPClient: simClient(t), Source: src.list})
@@ -287,15 +286,7 @@ func TestManagerCloseStopsSocketsThenClosesEvents(t *testing.T) {
 		t.Errorf("drained %v, want [%s]", got, ts)
 	}
 	waitFor(t, 3*time.Second, "sockets closed", func() bool { return sim.Connections(ws.AppID) == 0 })
-	m.Close() // idempotent after Run
-
-	// Close without Run closes the queue.
-	m2 := NewManager(ManagerConfig{})
-	m2.Close()
-	if _, ok := <-m2.Events(); ok {
-		t.Error("events open after Close")
-	}
-	if err := m2.Run(context.Background()); err != nil {
-		t.Errorf("Run after Close: %v", err)
+	if err := m.Run(context.Background()); !errors.Is(err, errRunTwice) {
+		t.Errorf("second Run: %v, want errRunTwice", err)
 	}
 }
