@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"time"
 )
 
 // Error codes shared by every layer. The edge (CLI, Slack text, HTTP) maps a
@@ -64,6 +65,75 @@ func ErrorMessage(err error) string {
 		return e.Message
 	}
 	return "Internal error."
+}
+
+// SlackError is the Slack edge's account of a Web API call that failed:
+// the method, Slack's error code ("msg_too_long", "message_not_found", …;
+// "" when Slack was not reached or did not say), and, for a rate limit, how
+// long Slack asked to wait. It travels as the cause of an *Error.
+type SlackError struct {
+	Method     string
+	Code       string
+	RetryAfter time.Duration // > 0 only for a rate limit (HTTP 429)
+	Err        error         // the client's error, for logs
+}
+
+func (e *SlackError) Error() string {
+	switch {
+	case e.RetryAfter > 0:
+		return fmt.Sprintf("slack %s: rate limited, retry after %v", e.Method, e.RetryAfter)
+	case e.Code != "":
+		return fmt.Sprintf("slack %s: %s", e.Method, e.Code)
+	case e.Err != nil:
+		return fmt.Sprintf("slack %s: %v", e.Method, e.Err)
+	}
+	return "slack " + e.Method + " failed"
+}
+
+func (e *SlackError) Unwrap() error { return e.Err }
+
+// SlackCode returns Slack's error code carried by err, "" when none.
+func SlackCode(err error) string {
+	var se *SlackError
+	if errors.As(err, &se) {
+		return se.Code
+	}
+	return ""
+}
+
+// RetryAfter returns how long Slack asked to wait when err is a rate limit.
+func RetryAfter(err error) (time.Duration, bool) {
+	var se *SlackError
+	if errors.As(err, &se) && se.RetryAfter > 0 {
+		return se.RetryAfter, true
+	}
+	return 0, false
+}
+
+// ErrNoRetry marks a failure of a queued task that retrying will not fix:
+// the queue does not run the task again.
+var ErrNoRetry = errors.New("not retried")
+
+// NoRetry wraps err with ErrNoRetry.
+func NoRetry(err error) error { return fmt.Errorf("%w (%w)", err, ErrNoRetry) }
+
+// DeferError postpones a queued task without counting a failure: the task
+// runs again after After (another delivery holds the reply, or its tenant
+// uses its share of the workers).
+type DeferError struct {
+	After  time.Duration
+	Reason string
+}
+
+func (e *DeferError) Error() string { return "deferred: " + e.Reason }
+
+// Deferred reports whether err only postpones a task, and for how long.
+func Deferred(err error) (time.Duration, bool) {
+	var de *DeferError
+	if errors.As(err, &de) {
+		return de.After, true
+	}
+	return 0, false
 }
 
 var tokenPattern = regexp.MustCompile(`\bx(?:oxb|oxp|oxa|oxe|oxr|app)-[A-Za-z0-9-]+`)

@@ -15,9 +15,6 @@ const (
 // Message is one human post, normalized from a Slack event, on its way from
 // the gateway through the router to a worker.
 type Message struct {
-	// ID identifies the post independently of the event that carried it:
-	// team/channel/ts. The app_mention and message twins of one post share it.
-	ID           string      `json:"id"`
 	TenantID     string      `json:"tenant_id,omitempty"`
 	TeamID       string      `json:"team_id"`
 	EnterpriseID string      `json:"enterprise_id,omitempty"`
@@ -42,6 +39,13 @@ type Message struct {
 	RetryAttempt int    `json:"retry_attempt,omitempty"`
 	// ReceivedAt is when the gateway read the envelope (monotonic-free, for metrics).
 	ReceivedAt time.Time `json:"received_at"`
+}
+
+// Post is the post's identity (Post), which the app_mention and message
+// twins of one post, Slack's retries and every process share. The tenant is
+// known once the router has resolved it.
+func (m *Message) Post() Post {
+	return Post{TenantID: m.TenantID, TeamID: m.TeamID, ChannelID: m.ChannelID, TS: m.TS}
 }
 
 // ReplyThreadTS is the thread the answer belongs in: the event's thread_ts,
@@ -132,17 +136,4 @@ type Reply struct {
 	Outcome          string        `json:"outcome"`
 	Error            string        `json:"error,omitempty"`
 	CreatedAt        time.Time     `json:"created_at"`
-}
-
-// TaskReplyGenerate is the asynq task type that asks a worker to answer a
-// message in its thread.
-const TaskReplyGenerate = "reply:generate"
-
-// ReplyJob is the payload of a reply:generate task: the message to answer
-// and the placeholder the router already posted in the thread (empty when
-// the assistant status was used instead).
-type ReplyJob struct {
-	Message       Message   `json:"message"`
-	PlaceholderTS string    `json:"placeholder_ts,omitempty"`
-	EnqueuedAt    time.Time `json:"enqueued_at"`
 }

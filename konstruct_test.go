@@ -61,3 +61,21 @@ func TestReplyThread(t *testing.T) {
 		t.Error("a thread's root counted as a reply inside it")
 	}
 }
+
+func TestTSBefore(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		a, b string
+		want bool
+	}{
+		{"1700000000.000100", "1700000000.000200", true},
+		{"1700000000.000200", "1700000000.000100", false},
+		{"999999999.9", "1000000000.0", true},
+		{"1700000000.1", "1700000000.000200", false},
+		{"1700000000.000100", "1700000000.000100", false},
+	} {
+		if got := konstruct.TSBefore(c.a, c.b); got != c.want {
+			t.Errorf("konstruct.TSBefore(%s, %s) = %v", c.a, c.b, got)
+		}
+	}
+}

@@ -20,7 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/konstruct/konstruct/llm/llmfake"
-	"github.com/konstruct/konstruct/router"
+	"github.com/konstruct/konstruct/queue"
 	"github.com/konstruct/konstruct/slacksim"
 	"github.com/konstruct/konstruct/store"
 )
@@ -240,7 +240,12 @@ func (r *runner) setup(ctx context.Context) error {
 	r.defer_(func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		if err := router.Purge(cctx, r.rdb, r.prefix); err != nil {
+		q, err := queue.Open(queue.Config{URL: o.RedisURL, Prefix: r.prefix})
+		if err == nil {
+			err = q.Purge(cctx)
+			_ = q.Close()
+		}
+		if err != nil {
 			r.log("clean Redis prefix %s: %v", r.prefix, err)
 		}
 	})

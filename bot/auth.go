@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/konstruct/konstruct"
 	"github.com/slack-go/slack"
@@ -58,28 +59,32 @@ func IsAuthError(err error) bool {
 	return konstruct.ErrorCode(err) == konstruct.EUNAUTHORIZED
 }
 
-// slackError maps a slack-go error to a konstruct.Error with the method
-// name, keeping the cause for logs (redacted: Slack errors never echo
-// tokens, but URLs in transport errors could carry one in a query).
+// slackError maps a slack-go error to a *konstruct.Error whose cause is a
+// *konstruct.SlackError: the method, Slack's error code and any Retry-After
+// travel on root types, so the core never looks into slack-go's errors.
+// Transport errors are redacted (URLs could carry a token in a query).
 func slackError(method string, err error) error {
 	if err == nil {
 		return nil
 	}
 	var se slack.SlackErrorResponse
 	if errors.As(err, &se) {
+		cause := &konstruct.SlackError{Method: method, Code: se.Err, Err: err}
 		if fatalAuth[se.Err] {
-			return &konstruct.Error{Code: konstruct.EUNAUTHORIZED, Message: "Slack refused the token (" + se.Err + ") in " + method, Err: err}
+			return &konstruct.Error{Code: konstruct.EUNAUTHORIZED, Message: "Slack refused the token (" + se.Err + ") in " + method, Err: cause}
 		}
-		return &konstruct.Error{Code: konstruct.EINVALID, Message: "Slack " + method + " failed: " + se.Err, Err: err}
+		return &konstruct.Error{Code: konstruct.EINVALID, Message: "Slack " + method + " failed: " + se.Err, Err: cause}
 	}
 	var rl *slack.RateLimitedError
 	if errors.As(err, &rl) {
-		return &konstruct.Error{Code: konstruct.ERATELIMIT, Message: "Slack rate-limited " + method, Err: err}
+		return &konstruct.Error{Code: konstruct.ERATELIMIT, Message: "Slack rate-limited " + method,
+			Err: &konstruct.SlackError{Method: method, RetryAfter: max(rl.RetryAfter, time.Millisecond), Err: err}}
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return &konstruct.Error{Code: konstruct.ETIMEOUT, Message: "Slack " + method + " timed out", Err: err}
+		return &konstruct.Error{Code: konstruct.ETIMEOUT, Message: "Slack " + method + " timed out", Err: &konstruct.SlackError{Method: method, Err: err}}
 	}
-	return &konstruct.Error{Code: konstruct.EUNAVAILABLE, Message: "could not reach Slack for " + method + ": " + konstruct.Redact(err.Error())}
+	return &konstruct.Error{Code: konstruct.EUNAVAILABLE, Message: "could not reach Slack for " + method + ": " + konstruct.Redact(err.Error()),
+		Err: &konstruct.SlackError{Method: method}}
 }
 
 // CheckAppToken asks apps.connections.open for a Socket Mode URL with the

@@ -125,7 +125,6 @@ func normalize(payload []byte, receivedAt time.Time, botUser func(teamID string)
 	if m.TS == "" {
 		return konstruct.Message{}, konstruct.Errorf(konstruct.EINVALID, "event without ts")
 	}
-	m.ID = m.TeamID + "/" + m.ChannelID + "/" + m.TS
 
 	bu := botUserFromAuthorizations(cb.Authorizations, cb.TeamID)
 	if bu == "" && botUser != nil {

@@ -2,7 +2,6 @@ package bot
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"sync"
 	"time"
@@ -10,6 +9,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/konstruct/konstruct"
+	"github.com/konstruct/konstruct/internal/markdown"
 )
 
 // WebConfig configures Web.
@@ -49,7 +49,8 @@ type Web struct {
 // whether a workspace's token changed.
 type webClient struct {
 	*slack.Client
-	token string
+	token     string
+	botUserID string
 }
 
 // NewWeb returns a Web with no workspaces; Set or Source provide them.
@@ -74,10 +75,11 @@ func (w *Web) Set(ws []konstruct.Workspace) {
 			continue
 		}
 		if c, ok := old[x.TeamID]; ok && c.token == x.BotToken {
+			c.botUserID = x.BotUserID
 			clients[x.TeamID] = c
 			continue
 		}
-		clients[x.TeamID] = webClient{token: x.BotToken, Client: w.newClient(x.BotToken)}
+		clients[x.TeamID] = webClient{token: x.BotToken, botUserID: x.BotUserID, Client: w.newClient(x.BotToken)}
 	}
 	w.mu.Lock()
 	w.clients = clients
@@ -88,13 +90,13 @@ func (w *Web) newClient(botToken string) *slack.Client {
 	return slack.New(botToken, slack.OptionAPIURL(w.cfg.APIURL), slack.OptionHTTPClient(w.cfg.HTTPClient))
 }
 
-// Client returns the Web API client for a team (ENOTFOUND if unknown).
-func (w *Web) Client(ctx context.Context, teamID string) (*slack.Client, error) {
+// client returns the Web API client for a team (ENOTFOUND if unknown).
+func (w *Web) client(ctx context.Context, teamID string) (webClient, error) {
 	w.mu.RLock()
 	c, ok := w.clients[teamID]
 	w.mu.RUnlock()
 	if ok {
-		return c.Client, nil
+		return c, nil
 	}
 	if w.cfg.Source != nil {
 		w.loadMu.Lock()
@@ -110,10 +112,10 @@ func (w *Web) Client(ctx context.Context, teamID string) (*slack.Client, error) 
 		c, ok = w.clients[teamID]
 		w.mu.RUnlock()
 		if ok {
-			return c.Client, nil
+			return c, nil
 		}
 	}
-	return nil, konstruct.Errorf(konstruct.ENOTFOUND, "workspace %s is not connected", teamID)
+	return webClient{}, konstruct.Errorf(konstruct.ENOTFOUND, "workspace %s is not connected", teamID)
 }
 
 func (w *Web) observe(method string, start time.Time, err error) error {
@@ -123,37 +125,18 @@ func (w *Web) observe(method string, start time.Time, err error) error {
 	return slackError(method, err)
 }
 
-// RetryAfter returns how long Slack asked to wait when err is a rate limit.
-func RetryAfter(err error) (time.Duration, bool) {
-	var rl *slack.RateLimitedError
-	if errors.As(err, &rl) {
-		return rl.RetryAfter, true
+// options renders content for Slack: Markdown goes in a `markdown` block,
+// which Slack renders as standard Markdown (at most 12,000 characters),
+// with the same words without Markdown syntax as the notification and
+// fallback text; plain Text is sent as it is.
+func options(c konstruct.Content) []slack.MsgOption {
+	text := c.Text
+	if text == "" && c.Markdown != "" {
+		text = markdown.Plain(c.Markdown)
 	}
-	return 0, false
-}
-
-// SlackErrorString returns Slack's error string ("msg_too_long",
-// "message_not_found", …) when err carries one.
-func SlackErrorString(err error) string {
-	var se slack.SlackErrorResponse
-	if errors.As(err, &se) {
-		return se.Err
-	}
-	return ""
-}
-
-// Msg is the content of a bot message: Text is the notification/fallback
-// text (plain or mrkdwn), Markdown, when set, is sent as a `markdown` block
-// that Slack renders as standard Markdown (at most 12,000 characters).
-type Msg struct {
-	Text     string
-	Markdown string
-}
-
-func (m Msg) options() []slack.MsgOption {
-	opts := []slack.MsgOption{slack.MsgOptionText(m.Text, false)}
-	if m.Markdown != "" {
-		opts = append(opts, slack.MsgOptionBlocks(slack.NewMarkdownBlock("", m.Markdown)))
+	opts := []slack.MsgOption{slack.MsgOptionText(text, false)}
+	if c.Markdown != "" {
+		opts = append(opts, slack.MsgOptionBlocks(slack.NewMarkdownBlock("", c.Markdown)))
 	} else {
 		// An update without blocks must clear the blocks of the previous
 		// version of the message.
@@ -162,13 +145,13 @@ func (m Msg) options() []slack.MsgOption {
 	return opts
 }
 
-// PostMessage posts in a thread (threadTS "" = top level) and returns the ts.
-func (w *Web) PostMessage(ctx context.Context, teamID, channelID, threadTS string, m Msg) (string, error) {
-	c, err := w.Client(ctx, teamID)
+// Post posts in a thread (threadTS "" = top level) and returns the ts.
+func (w *Web) Post(ctx context.Context, teamID, channelID, threadTS string, content konstruct.Content) (string, error) {
+	c, err := w.client(ctx, teamID)
 	if err != nil {
 		return "", err
 	}
-	opts := m.options()
+	opts := options(content)
 	if threadTS != "" {
 		opts = append(opts, slack.MsgOptionTS(threadTS))
 	}
@@ -178,19 +161,19 @@ func (w *Web) PostMessage(ctx context.Context, teamID, channelID, threadTS strin
 }
 
 // Update replaces the content of a bot message.
-func (w *Web) Update(ctx context.Context, teamID, channelID, ts string, m Msg) error {
-	c, err := w.Client(ctx, teamID)
+func (w *Web) Update(ctx context.Context, teamID, channelID, ts string, content konstruct.Content) error {
+	c, err := w.client(ctx, teamID)
 	if err != nil {
 		return err
 	}
 	start := time.Now()
-	_, _, _, err = c.UpdateMessageContext(ctx, channelID, ts, m.options()...)
+	_, _, _, err = c.UpdateMessageContext(ctx, channelID, ts, options(content)...)
 	return w.observe("chat.update", start, err)
 }
 
 // Delete deletes a bot message.
 func (w *Web) Delete(ctx context.Context, teamID, channelID, ts string) error {
-	c, err := w.Client(ctx, teamID)
+	c, err := w.client(ctx, teamID)
 	if err != nil {
 		return err
 	}
@@ -201,7 +184,7 @@ func (w *Web) Delete(ctx context.Context, teamID, channelID, ts string) error {
 
 // PostEphemeral shows text to one user only, in a thread when threadTS is set.
 func (w *Web) PostEphemeral(ctx context.Context, teamID, channelID, userID, threadTS, text string) error {
-	c, err := w.Client(ctx, teamID)
+	c, err := w.client(ctx, teamID)
 	if err != nil {
 		return err
 	}
@@ -214,38 +197,16 @@ func (w *Web) PostEphemeral(ctx context.Context, teamID, channelID, userID, thre
 	return w.observe("chat.postEphemeral", start, err)
 }
 
-// SetStatus sets (or, with "", clears) the assistant status of a thread.
-func (w *Web) SetStatus(ctx context.Context, teamID, channelID, threadTS, status string, loading ...string) error {
-	c, err := w.Client(ctx, teamID)
-	if err != nil {
-		return err
-	}
-	start := time.Now()
-	err = c.SetAssistantThreadsStatusContext(ctx, slack.AssistantThreadsSetStatusParameters{
-		ChannelID: channelID, ThreadTS: threadTS, Status: status, LoadingMessages: loading,
-	})
-	return w.observe("assistant.threads.setStatus", start, err)
-}
-
-// ThreadMessage is one message of a thread as conversations.replies gives it.
-type ThreadMessage struct {
-	TS       string
-	ThreadTS string
-	User     string
-	BotID    string
-	SubType  string
-	Text     string
-}
-
 // Replies returns every message of a thread, oldest first, following the
-// pagination cursor (at most maxPages pages of 200).
-func (w *Web) Replies(ctx context.Context, teamID, channelID, threadTS string) ([]ThreadMessage, error) {
-	c, err := w.Client(ctx, teamID)
+// pagination cursor (at most maxPages pages of 200), with readable text
+// and authors (Readable, UserName).
+func (w *Web) Replies(ctx context.Context, teamID, channelID, threadTS string) ([]konstruct.ThreadMessage, error) {
+	c, err := w.client(ctx, teamID)
 	if err != nil {
 		return nil, err
 	}
 	const maxPages = 20
-	var out []ThreadMessage
+	var out []konstruct.ThreadMessage
 	cursor := ""
 	for page := 0; page < maxPages; page++ {
 		start := time.Now()
@@ -256,7 +217,14 @@ func (w *Web) Replies(ctx context.Context, teamID, channelID, threadTS string) (
 			return out, err
 		}
 		for _, m := range msgs {
-			out = append(out, ThreadMessage{TS: m.Timestamp, ThreadTS: m.ThreadTimestamp, User: m.User, BotID: m.BotID, SubType: m.SubType, Text: m.Text})
+			tm := konstruct.ThreadMessage{TS: m.Timestamp, User: m.User, BotID: m.BotID, SubType: m.SubType, Text: m.Text}
+			if m.User != "" && m.User != c.botUserID {
+				tm.Author = w.UserName(ctx, teamID, m.User)
+			}
+			if tm.BotID == "" || tm.User != c.botUserID {
+				tm.Text = w.readable(ctx, teamID, c.botUserID, m.Text)
+			}
+			out = append(out, tm)
 		}
 		if !more || next == "" {
 			break
@@ -276,7 +244,7 @@ func (w *Web) UserName(ctx context.Context, teamID, userID string) string {
 	if ok {
 		return name
 	}
-	c, err := w.Client(ctx, teamID)
+	c, err := w.client(ctx, teamID)
 	if err != nil {
 		return userID
 	}
@@ -304,7 +272,7 @@ func (w *Web) UserName(ctx context.Context, teamID, userID string) string {
 // StartStream starts a natively streamed message in a thread. Outside DMs
 // Slack needs the recipient user and team.
 func (w *Web) StartStream(ctx context.Context, teamID, channelID, threadTS, recipientUser, markdown string) (string, error) {
-	c, err := w.Client(ctx, teamID)
+	c, err := w.client(ctx, teamID)
 	if err != nil {
 		return "", err
 	}
@@ -319,7 +287,7 @@ func (w *Web) StartStream(ctx context.Context, teamID, channelID, threadTS, reci
 
 // AppendStream appends Markdown (≤ 12,000 characters) to a streamed message.
 func (w *Web) AppendStream(ctx context.Context, teamID, channelID, ts, markdown string) error {
-	c, err := w.Client(ctx, teamID)
+	c, err := w.client(ctx, teamID)
 	if err != nil {
 		return err
 	}
@@ -330,7 +298,7 @@ func (w *Web) AppendStream(ctx context.Context, teamID, channelID, ts, markdown 
 
 // StopStream ends a streamed message, optionally appending final Markdown.
 func (w *Web) StopStream(ctx context.Context, teamID, channelID, ts, markdown string) error {
-	c, err := w.Client(ctx, teamID)
+	c, err := w.client(ctx, teamID)
 	if err != nil {
 		return err
 	}

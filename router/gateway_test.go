@@ -22,6 +22,7 @@ import (
 	"github.com/konstruct/konstruct/bot"
 	"github.com/konstruct/konstruct/internal/testenv"
 	"github.com/konstruct/konstruct/metrics"
+	"github.com/konstruct/konstruct/queue"
 	"github.com/konstruct/konstruct/router"
 	"github.com/konstruct/konstruct/slacksim"
 	"github.com/konstruct/konstruct/store"
@@ -33,7 +34,7 @@ var _ router.TenantResolver = (*store.Store)(nil)
 type gwOpts struct {
 	perMinute       int
 	engagedTTL      time.Duration
-	enqueueRedis    string // asynq Redis URL for the enqueuer (default: the test's)
+	enqueueRedis    string // Redis URL for the enqueuer (default: the test's)
 	enqueueRetryFor time.Duration
 	sim             *slacksim.Server
 	st              *store.Store
@@ -52,7 +53,7 @@ type gateway struct {
 	tenantID string
 	queue    string
 	insp     *asynq.Inspector
-	threads  *router.Threads
+	q        *queue.Queue
 	router   *router.Router
 	manager  *bot.Manager
 	mx       *metrics.Metrics
@@ -83,26 +84,23 @@ func newGateway(t *testing.T, o gwOpts) *gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	enqOpt := aopt
-	if o.enqueueRedis != "" {
-		if enqOpt, err = asynq.ParseRedisURI(o.enqueueRedis); err != nil {
-			t.Fatal(err)
-		}
-	}
 	g.insp = asynq.NewInspector(aopt)
 	t.Cleanup(func() { _ = g.insp.Close() })
-	enq := router.NewAsynqEnqueuer(enqOpt, g.queue)
-	t.Cleanup(func() { _ = enq.Close() })
+	g.q = g.rd.NewQueue(t, queue.Config{RatePerMinute: cmpOr(o.perMinute, 1000), EngagedTTL: cmpOr(o.engagedTTL, time.Minute)})
+	var enq router.Enqueuer = g.q
+	if o.enqueueRedis != "" {
+		down, err := queue.Open(queue.Config{URL: o.enqueueRedis, Prefix: g.rd.Prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = down.Close() })
+		enq = down
+	}
 
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
 	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	web := bot.NewWeb(bot.WebConfig{APIURL: g.sim.APIURL(), HTTPClient: hc})
-	g.threads = router.NewThreads(g.rd.Client, g.rd.Prefix, cmpOr(o.engagedTTL, time.Minute))
-	g.router = router.New(router.Config{
-		PerMinute: cmpOr(o.perMinute, 1000), Prefix: g.rd.Prefix, Queue: g.queue,
-		EnqueueRetryFor: o.enqueueRetryFor, Metrics: g.mx,
-	}, router.Deps{Tenants: g.st, Slack: web, Enqueuer: enq, Redis: g.rd.Client, Threads: g.threads})
 	g.manager = bot.NewManager(bot.ManagerConfig{
 		APIURL: g.sim.APIURL(), Source: g.st.ActiveWorkspaces, HTTPClient: hc, Metrics: g.mx,
 		OnRevoked: func(ctx context.Context, team string) {
@@ -112,10 +110,13 @@ func newGateway(t *testing.T, o gwOpts) *gateway {
 		},
 		OnWorkspaces: func(ws []konstruct.Workspace) { web.Set(ws); g.router.InvalidateTenants() },
 	})
+	g.router = router.New(router.Config{EnqueueRetryFor: o.enqueueRetryFor, Metrics: g.mx}, router.Deps{
+		Events: g.manager.Events(), Tenants: g.st, Slack: web, Claims: g.q, Threads: g.q, Limiter: g.q, Enqueuer: enq,
+	})
 	runCtx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = g.manager.Run(runCtx) })
-	wg.Go(func() { _ = g.router.Run(runCtx, g.manager.Events()) })
+	wg.Go(func() { _ = g.router.Run(runCtx) })
 	wg.Go(func() { _ = g.st.ListenWorkspaces(runCtx, g.manager.Trigger) })
 	t.Cleanup(func() { stop(); wg.Wait() })
 	if !o.noWorkspace {
@@ -179,7 +180,7 @@ func (g *gateway) jobs() []konstruct.ReplyJob {
 		if err := json.Unmarshal(in.Payload, &j); err != nil {
 			g.t.Fatal(err)
 		}
-		if in.ID != router.TaskID(j.Message) || in.Retention != router.TaskRetention || in.MaxRetry != router.TaskMaxRetry {
+		if in.ID != "reply:"+j.Message.Post().String() || in.Retention != queue.TaskRetention || in.MaxRetry != queue.TaskMaxRetry {
 			g.t.Errorf("task %s: retention %v, max retry %d", in.ID, in.Retention, in.MaxRetry)
 		}
 		out = append(out, j)
@@ -351,7 +352,7 @@ func TestGatewayEngagedThreads(t *testing.T) {
 	root, _ := g.sim.Mention(team, ch, user, "start a thread", "")
 	g.settle(2)
 	// The worker answers and engages the thread.
-	if err := g.threads.Engage(ctxT(t), g.tenantID, ch, root); err != nil {
+	if err := g.q.Engage(ctxT(t), g.tenantID, ch, root); err != nil {
 		t.Fatal(err)
 	}
 	follow, _ := g.sim.Post(team, ch, user, "and a follow-up without mention", root)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/konstruct/konstruct"
 	"github.com/konstruct/konstruct/internal/testenv"
+	"github.com/konstruct/konstruct/queue"
 	"github.com/konstruct/konstruct/router"
 )
 
@@ -16,10 +17,12 @@ import (
 // measures the router's own work plus its Redis round trips.
 type benchSlack struct{ n atomic.Int64 }
 
-func (s *benchSlack) PostText(context.Context, string, string, string, string) (string, error) {
+func (s *benchSlack) Post(context.Context, string, string, string, konstruct.Content) (string, error) {
 	return fmt.Sprintf("1712345678.%06d", s.n.Add(1)), nil
 }
-func (s *benchSlack) UpdateText(context.Context, string, string, string, string) error { return nil }
+func (s *benchSlack) Update(context.Context, string, string, string, konstruct.Content) error {
+	return nil
+}
 func (s *benchSlack) PostEphemeral(context.Context, string, string, string, string, string) error {
 	return nil
 }
@@ -43,13 +46,15 @@ func (benchTenants) TenantForTeam(_ context.Context, team string) (konstruct.Wor
 // limit in Redis, placeholder, enqueue — the last two faked).
 func BenchmarkRouteLoad(b *testing.B) {
 	rd := testenv.NewRedis(b)
-	r := router.New(router.Config{Prefix: rd.Prefix, PerMinute: 1 << 30, Placeholder: "Thinking..."}, router.Deps{
+	q := rd.NewQueue(b, queue.Config{RatePerMinute: 1 << 30})
+	r := router.New(router.Config{}, router.Deps{
+		Events:   make(chan konstruct.Message),
 		Tenants:  benchTenants{},
 		Slack:    &benchSlack{},
+		Claims:   q,
+		Threads:  q,
+		Limiter:  q,
 		Enqueuer: &benchEnqueuer{},
-		Limiter:  router.NewLimiter(rd.Client, rd.Prefix, 1<<30),
-		Redis:    rd.Client,
-		Threads:  router.NewThreads(rd.Client, rd.Prefix, time.Minute),
 	})
 	var seq atomic.Int64
 	message := func(mention bool) konstruct.Message {
@@ -60,7 +65,6 @@ func BenchmarkRouteLoad(b *testing.B) {
 		if mention {
 			m.EventType, m.IsMention, m.ChannelType = "app_mention", true, ""
 		}
-		m.ID = m.TeamID + "/" + m.ChannelID + "/" + m.TS
 		return m
 	}
 	for _, bc := range []struct {

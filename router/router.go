@@ -3,14 +3,11 @@ package router
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"sync"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/konstruct/konstruct"
 	"github.com/konstruct/konstruct/metrics"
@@ -36,15 +33,9 @@ const (
 	TenantError      Outcome = "tenant_error" // the tenant could not be looked up
 )
 
-// Texts a Slack user may see from the router.
-const (
-	DefaultPlaceholder = "Thinking..."
-	TextEnqueueFailed  = "Sorry — I couldn't queue your message right now. Please try again in a moment."
-)
-
-// ErrDuplicate is returned by an Enqueuer when a task for the same post was
-// already enqueued.
-var ErrDuplicate = errors.New("reply task already enqueued")
+// TextEnqueueFailed is what a Slack user sees when their message could not
+// be queued.
+const TextEnqueueFailed = "Sorry — I couldn't queue your message right now. Please try again in a moment."
 
 // TenantResolver finds the workspace (with its tenant) of a Slack team;
 // unknown teams are konstruct ENOTFOUND errors.
@@ -52,43 +43,43 @@ type TenantResolver interface {
 	TenantForTeam(ctx context.Context, teamID string) (konstruct.Workspace, error)
 }
 
-// Slack is the Slack writes the router makes (bot.Web implements them).
+// Slack is the Slack writes the router makes (*bot.Web implements them).
 type Slack interface {
-	PostText(ctx context.Context, teamID, channelID, threadTS, text string) (string, error)
-	UpdateText(ctx context.Context, teamID, channelID, ts, text string) error
+	Post(ctx context.Context, teamID, channelID, threadTS string, c konstruct.Content) (string, error)
+	Update(ctx context.Context, teamID, channelID, ts string, c konstruct.Content) error
 	PostEphemeral(ctx context.Context, teamID, channelID, userID, threadTS, text string) error
 	Delete(ctx context.Context, teamID, channelID, ts string) error
 }
 
-// Enqueuer hands a reply job to the workers; a second job for the same post
-// gives ErrDuplicate.
-type Enqueuer interface {
-	Enqueue(ctx context.Context, job konstruct.ReplyJob) error
+// Claims marks messages as taken (*queue.Queue): dup is true when a Slack
+// retry, the twin event of the post or another daemon took it first. An
+// owner claiming again is not its own duplicate ("" = no owner).
+type Claims interface {
+	Claim(ctx context.Context, post konstruct.Post, eventID, owner string) (dup bool, err error)
 }
 
-// Limiter is the per tenant per channel rate limit: when a message is not
-// allowed, retryAfter says when the next one will be.
+// Threads tells whether the bot is engaged in a thread (*queue.Queue).
+type Threads interface {
+	Engaged(ctx context.Context, tenantID, channelID, threadTS string) (bool, error)
+}
+
+// Limiter is the per tenant per channel rate limit (*queue.Queue): when a
+// message is not allowed, retryAfter says when the next one will be.
 type Limiter interface {
 	Allow(ctx context.Context, tenantID, channelID string) (ok bool, retryAfter time.Duration, err error)
 }
 
-// Config configures a Router.
+// Enqueuer hands a reply job to the workers (*queue.Queue); a second job
+// for the same post is an ECONFLICT error.
+type Enqueuer interface {
+	Enqueue(ctx context.Context, job konstruct.ReplyJob) error
+}
+
+// Config configures a Router. Zero values take the defaults noted.
 type Config struct {
-	// PerMinute is the rate limit per tenant per channel (default 30); used
-	// when Deps.Limiter is nil.
-	PerMinute int
-	// Prefix starts every Redis key (redis.prefix).
-	Prefix string
-	// Queue is the asynq queue (prefix + "replies"); informational here,
-	// the Enqueuer owns it.
-	Queue string
-	// Placeholder is posted in the thread before enqueueing ("Thinking...").
-	Placeholder string
 	// EnqueueRetryFor bounds the retries of an enqueue while Redis is
 	// unreachable (default 30 s); after it the placeholder says so.
 	EnqueueRetryFor time.Duration
-	// DedupeTTL is how long an event id and a post are remembered (24 h).
-	DedupeTTL time.Duration
 	// TenantTTL is how long a team → tenant answer is cached (default 5 s;
 	// InvalidateTenants drops the cache at once).
 	TenantTTL time.Duration
@@ -103,14 +94,17 @@ type Config struct {
 	Metrics      *metrics.Metrics
 }
 
-// Deps are the router's collaborators.
+// Deps are the router's collaborators; all are required.
 type Deps struct {
+	// Events is the gateway's hand-off: Run routes what it carries until
+	// it is closed.
+	Events   <-chan konstruct.Message
 	Tenants  TenantResolver
 	Slack    Slack
-	Enqueuer Enqueuer
+	Claims   Claims
+	Threads  Threads
 	Limiter  Limiter
-	Redis    redis.UniversalClient
-	Threads  *Threads
+	Enqueuer Enqueuer
 }
 
 // Router decides, for each normalized message, whether and how the AI
@@ -126,21 +120,19 @@ type Router struct {
 	unknown   map[string]time.Time // team → last "unknown workspace" log
 }
 
-// New returns a Router.
+// New returns a Router. Missing dependencies are a programming error and panic.
 func New(cfg Config, deps Deps) *Router {
-	cfg.PerMinute = cmp.Or(cfg.PerMinute, 30)
-	cfg.Placeholder = cmp.Or(cfg.Placeholder, DefaultPlaceholder)
+	if deps.Events == nil || deps.Tenants == nil || deps.Slack == nil || deps.Claims == nil ||
+		deps.Threads == nil || deps.Limiter == nil || deps.Enqueuer == nil {
+		panic("router: every dependency is required")
+	}
 	cfg.EnqueueRetryFor = cmp.Or(cfg.EnqueueRetryFor, 30*time.Second)
-	cfg.DedupeTTL = cmp.Or(cfg.DedupeTTL, 24*time.Hour)
 	cfg.TenantTTL = cmp.Or(cfg.TenantTTL, 5*time.Second)
 	cfg.Workers = cmp.Or(cfg.Workers, 64)
 	cfg.DrainTimeout = cmp.Or(cfg.DrainTimeout, 10*time.Second)
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
-	}
-	if deps.Limiter == nil && deps.Redis != nil {
-		deps.Limiter = NewLimiter(deps.Redis, cfg.Prefix, cfg.PerMinute)
 	}
 	return &Router{
 		cfg:     cfg,
@@ -155,11 +147,13 @@ func New(cfg Config, deps Deps) *Router {
 // workspaces change).
 func (r *Router) InvalidateTenants() { r.tenants.invalidate() }
 
-// Run routes the messages of events with a small pool of goroutines until
-// events is closed and everything in it was routed: the gateway closes it
-// after its sockets stopped, so every acked message gets a decision. Once
-// ctx ends, what is left is still routed, with DrainTimeout as a bound.
-func (r *Router) Run(ctx context.Context, events <-chan konstruct.Message) error {
+// Run routes the messages of Deps.Events with a small pool of goroutines
+// until the channel is closed and everything in it was routed: the gateway
+// closes it after its sockets stopped, so every acked message gets a
+// decision. Once ctx ends, what is left is still routed, with DrainTimeout
+// as a bound on retries.
+func (r *Router) Run(ctx context.Context) error {
+	events := r.deps.Events
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	finished := make(chan struct{})
@@ -253,7 +247,7 @@ func (r *Router) Route(ctx context.Context, msg konstruct.Message) (out Outcome,
 		}
 	}
 
-	if dup, err := r.claim(ctx, msg); err != nil {
+	if dup, err := r.deps.Claims.Claim(ctx, msg.Post(), msg.EventID, ""); err != nil {
 		// Fail open: without Redis the enqueue fails too, and the user is
 		// told so; a silent drop would be worse than a rare double.
 		r.log.Warn("dedupe unavailable; continuing", "error", err, "team_id", msg.TeamID)
@@ -261,16 +255,14 @@ func (r *Router) Route(ctx context.Context, msg konstruct.Message) (out Outcome,
 		return Duplicate, nil
 	}
 
-	if r.deps.Limiter != nil {
-		ok, wait, err := r.deps.Limiter.Allow(ctx, ws.TenantID, msg.ChannelID)
-		if err != nil {
-			r.log.Warn("rate limiter unavailable; allowing", "error", err, "team_id", msg.TeamID)
-		} else if !ok {
-			return RateLimited, r.tellRateLimited(ctx, msg, wait)
-		}
+	ok, wait, err := r.deps.Limiter.Allow(ctx, ws.TenantID, msg.ChannelID)
+	if err != nil {
+		r.log.Warn("rate limiter unavailable; allowing", "error", err, "team_id", msg.TeamID)
+	} else if !ok {
+		return RateLimited, r.tellRateLimited(ctx, msg, wait)
 	}
 
-	placeholder, err := r.deps.Slack.PostText(ctx, msg.TeamID, msg.ChannelID, msg.ReplyThreadTS(), r.cfg.Placeholder)
+	placeholder, err := r.deps.Slack.Post(ctx, msg.TeamID, msg.ChannelID, msg.ReplyThreadTS(), konstruct.Content{Text: konstruct.TextThinking})
 	if err != nil {
 		// Slack is struggling: the worker posts the answer without one.
 		r.log.Warn("placeholder not posted; enqueueing without it", "error", err, "team_id", msg.TeamID)
@@ -303,33 +295,6 @@ func filter(msg konstruct.Message) (Outcome, bool) {
 	return "", false
 }
 
-// Key returns a Redis key {prefix}{tenant_id}:kind:discriminator.
-func (r *Router) Key(tenantID, kind, discriminator string) string {
-	return r.cfg.Prefix + tenantID + ":" + kind + ":" + discriminator
-}
-
-// claim marks the event and the post as taken (SET NX with the dedupe TTL)
-// and reports whether either was taken already. The post key (channel+ts)
-// catches the app_mention/message twins, which have different event ids.
-func (r *Router) claim(ctx context.Context, msg konstruct.Message) (dup bool, err error) {
-	if r.deps.Redis == nil {
-		return false, nil
-	}
-	pipe := r.deps.Redis.TxPipeline()
-	var byEvent *redis.BoolCmd
-	if msg.EventID != "" {
-		byEvent = pipe.SetNX(ctx, r.Key(msg.TenantID, "event", msg.EventID), msg.ID, r.cfg.DedupeTTL)
-	}
-	byPost := pipe.SetNX(ctx, r.Key(msg.TenantID, "post", msg.ChannelID+":"+msg.TS), msg.EventID, r.cfg.DedupeTTL)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return false, fmt.Errorf("dedupe: %w", err)
-	}
-	if byEvent != nil && !byEvent.Val() {
-		return true, nil
-	}
-	return !byPost.Val(), nil
-}
-
 func (r *Router) enqueue(ctx context.Context, job konstruct.ReplyJob) (Outcome, error) {
 	msg := job.Message
 	deadline := time.Now().Add(r.cfg.EnqueueRetryFor)
@@ -342,7 +307,7 @@ func (r *Router) enqueue(ctx context.Context, job konstruct.ReplyJob) (Outcome, 
 			r.cfg.Metrics.TaskEnqueued()
 			return Enqueued, nil
 		}
-		if errors.Is(err, ErrDuplicate) {
+		if konstruct.ErrorCode(err) == konstruct.ECONFLICT {
 			// Another daemon (or an earlier delivery) enqueued this post
 			// and has its own placeholder: ours must not linger.
 			if job.PlaceholderTS != "" {
@@ -376,9 +341,9 @@ func (r *Router) tellFailure(ctx context.Context, msg konstruct.Message, placeho
 	defer cancel()
 	var err error
 	if placeholderTS != "" {
-		err = r.deps.Slack.UpdateText(ctx, msg.TeamID, msg.ChannelID, placeholderTS, TextEnqueueFailed)
+		err = r.deps.Slack.Update(ctx, msg.TeamID, msg.ChannelID, placeholderTS, konstruct.Content{Text: TextEnqueueFailed})
 	} else {
-		_, err = r.deps.Slack.PostText(ctx, msg.TeamID, msg.ChannelID, msg.ReplyThreadTS(), TextEnqueueFailed)
+		_, err = r.deps.Slack.Post(ctx, msg.TeamID, msg.ChannelID, msg.ReplyThreadTS(), konstruct.Content{Text: TextEnqueueFailed})
 	}
 	if err != nil {
 		r.log.Error("could not tell the user their message was not queued", "error", err,

@@ -1,6 +1,7 @@
 package router_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/konstruct/konstruct"
 	"github.com/konstruct/konstruct/internal/testenv"
+	"github.com/konstruct/konstruct/queue"
 	"github.com/konstruct/konstruct/router"
 )
 
@@ -31,7 +33,8 @@ type fakeSlack struct {
 	n          int
 }
 
-func (f *fakeSlack) PostText(_ context.Context, _, channel, thread, text string) (string, error) {
+func (f *fakeSlack) Post(_ context.Context, _, channel, thread string, c konstruct.Content) (string, error) {
+	text := c.Text
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.postErr != nil {
@@ -42,7 +45,8 @@ func (f *fakeSlack) PostText(_ context.Context, _, channel, thread, text string)
 	return fmt.Sprintf("9%d.000000", f.n), nil
 }
 
-func (f *fakeSlack) UpdateText(_ context.Context, _, _, ts, text string) error {
+func (f *fakeSlack) Update(_ context.Context, _, _, ts string, c konstruct.Content) error {
+	text := c.Text
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.updates = append(f.updates, ts+": "+text)
@@ -86,9 +90,9 @@ func (f *fakeEnqueuer) Enqueue(_ context.Context, job konstruct.ReplyJob) error 
 		}
 		return errors.New("dial tcp: connection refused")
 	}
-	id := router.TaskID(job.Message)
+	id := job.Message.Post().String()
 	if f.seen[id] {
-		return router.ErrDuplicate
+		return konstruct.Errorf(konstruct.ECONFLICT, "duplicate")
 	}
 	if f.seen == nil {
 		f.seen = map[string]bool{}
@@ -134,25 +138,25 @@ type unit struct {
 	slack   *fakeSlack
 	enq     *fakeEnqueuer
 	tenants *fakeTenants
-	threads *router.Threads
+	q       *queue.Queue
 	redis   *testenv.Redis
+	events  chan konstruct.Message
 }
 
-func newUnit(t *testing.T, cfg router.Config) *unit {
+// newUnit is a router with fake Slack, enqueuer and tenants, and a real
+// queue (claims, engaged threads, rate limit) on the test's Redis prefix.
+func newUnit(t *testing.T, cfg router.Config, perMinute int) *unit {
 	t.Helper()
 	rd := testenv.NewRedis(t)
 	u := &unit{
 		slack:   &fakeSlack{},
 		enq:     &fakeEnqueuer{},
 		tenants: &fakeTenants{teams: map[string]konstruct.Workspace{team: {TenantID: tenant, TeamID: team, BotUserID: botUser, Status: konstruct.WorkspaceActive}}},
-		threads: router.NewThreads(rd.Client, rd.Prefix, time.Minute),
+		q:       rd.NewQueue(t, queue.Config{RatePerMinute: cmp.Or(perMinute, 1000), EngagedTTL: time.Minute}),
 		redis:   rd,
+		events:  make(chan konstruct.Message, 100),
 	}
-	cfg.Prefix = rd.Prefix
-	if cfg.PerMinute == 0 {
-		cfg.PerMinute = 1000
-	}
-	u.r = router.New(cfg, router.Deps{Tenants: u.tenants, Slack: u.slack, Enqueuer: u.enq, Redis: rd.Client, Threads: u.threads})
+	u.r = router.New(cfg, router.Deps{Events: u.events, Tenants: u.tenants, Slack: u.slack, Claims: u.q, Threads: u.q, Limiter: u.q, Enqueuer: u.enq})
 	return u
 }
 
@@ -175,7 +179,6 @@ func msg(mod func(*konstruct.Message)) konstruct.Message {
 	if mod != nil {
 		mod(&m)
 	}
-	m.ID = m.TeamID + "/" + m.ChannelID + "/" + m.TS
 	return m
 }
 
@@ -215,10 +218,10 @@ func TestRouteDecisions(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			u := newUnit(t, router.Config{})
+			u := newUnit(t, router.Config{}, 0)
 			ctx := ctxT(t)
 			if tt.engage {
-				if err := u.threads.Engage(ctx, tenant, tt.msg.ChannelID, tt.msg.ThreadTS); err != nil {
+				if err := u.q.Engage(ctx, tenant, tt.msg.ChannelID, tt.msg.ThreadTS); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -262,12 +265,12 @@ func TestRouteDedupe(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			u := newUnit(t, router.Config{})
+			u := newUnit(t, router.Config{}, 0)
 			ctx := ctxT(t)
 			base := msg(nil)
 			if tt.engage {
 				base.ThreadTS = "1.0"
-				_ = u.threads.Engage(ctx, tenant, base.ChannelID, base.ThreadTS)
+				_ = u.q.Engage(ctx, tenant, base.ChannelID, base.ThreadTS)
 			}
 			twin := map[string]konstruct.Message{}
 			m := base
@@ -293,7 +296,7 @@ func TestRouteDedupe(t *testing.T) {
 
 func TestRouteRateLimit(t *testing.T) {
 	t.Parallel()
-	u := newUnit(t, router.Config{PerMinute: 2})
+	u := newUnit(t, router.Config{}, 2)
 	ctx := ctxT(t)
 	for i, want := range []router.Outcome{router.Enqueued, router.Enqueued, router.RateLimited} {
 		got, err := u.r.Route(ctx, msg(mention))
@@ -344,7 +347,7 @@ func TestEnqueueRetries(t *testing.T) {
 	t.Parallel()
 	t.Run("recovers", func(t *testing.T) {
 		t.Parallel()
-		u := newUnit(t, router.Config{EnqueueRetryFor: 5 * time.Second})
+		u := newUnit(t, router.Config{EnqueueRetryFor: 5 * time.Second}, 0)
 		u.enq.fail = 2
 		if got, err := u.r.Route(ctxT(t), msg(mention)); got != router.Enqueued || err != nil {
 			t.Fatalf("Route = %q, %v", got, err)
@@ -355,7 +358,7 @@ func TestEnqueueRetries(t *testing.T) {
 	})
 	t.Run("stays down: the placeholder says so", func(t *testing.T) {
 		t.Parallel()
-		u := newUnit(t, router.Config{EnqueueRetryFor: 400 * time.Millisecond})
+		u := newUnit(t, router.Config{EnqueueRetryFor: 400 * time.Millisecond}, 0)
 		u.enq.fail = -1
 		start := time.Now()
 		got, err := u.r.Route(ctxT(t), msg(mention))
@@ -371,7 +374,7 @@ func TestEnqueueRetries(t *testing.T) {
 	})
 	t.Run("no placeholder: still enqueued", func(t *testing.T) {
 		t.Parallel()
-		u := newUnit(t, router.Config{})
+		u := newUnit(t, router.Config{}, 0)
 		u.slack.postErr = errors.New("slack down")
 		if got, err := u.r.Route(ctxT(t), msg(mention)); got != router.Enqueued || err != nil {
 			t.Fatalf("Route = %q, %v", got, err)
@@ -382,7 +385,7 @@ func TestEnqueueRetries(t *testing.T) {
 	})
 	t.Run("duplicate task: our placeholder is removed", func(t *testing.T) {
 		t.Parallel()
-		u := newUnit(t, router.Config{})
+		u := newUnit(t, router.Config{}, 0)
 		m := msg(mention)
 		m2 := m
 		m2.EventID += "-other-daemon"
@@ -391,7 +394,7 @@ func TestEnqueueRetries(t *testing.T) {
 		if got, _ := u.r.Route(ctxT(t), m); got != router.Enqueued {
 			t.Fatal(got)
 		}
-		u.redis.Client.Del(ctxT(t), u.r.Key(tenant, "post", m.ChannelID+":"+m.TS))
+		u.redis.Client.Del(ctxT(t), u.redis.Prefix+tenant+":post:"+team+":"+m.ChannelID+":"+m.TS)
 		if got, _ := u.r.Route(ctxT(t), m2); got != router.Duplicate {
 			t.Fatalf("Route = %q", got)
 		}
@@ -403,7 +406,7 @@ func TestEnqueueRetries(t *testing.T) {
 
 func TestTenantCache(t *testing.T) {
 	t.Parallel()
-	u := newUnit(t, router.Config{TenantTTL: 300 * time.Millisecond})
+	u := newUnit(t, router.Config{TenantTTL: 300 * time.Millisecond}, 0)
 	ctx := ctxT(t)
 	dm := func() konstruct.Message {
 		return msg(func(m *konstruct.Message) { m.IsDM, m.ChannelType, m.ChannelID = true, konstruct.ChannelIM, "D1" })
@@ -440,15 +443,14 @@ func TestTenantCache(t *testing.T) {
 
 func TestRunDrainsQueueOnShutdown(t *testing.T) {
 	t.Parallel()
-	u := newUnit(t, router.Config{Workers: 3})
-	events := make(chan konstruct.Message, 50)
+	u := newUnit(t, router.Config{Workers: 3}, 0)
 	for range 50 {
-		events <- msg(func(m *konstruct.Message) { m.IsDM, m.ChannelType, m.ChannelID = true, konstruct.ChannelIM, "D1" })
+		u.events <- msg(func(m *konstruct.Message) { m.IsDM, m.ChannelType, m.ChannelID = true, konstruct.ChannelIM, "D1" })
 	}
-	close(events)
+	close(u.events)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // shutdown already began: what was acked is still routed
-	if err := u.r.Run(ctx, events); err != nil {
+	if err := u.r.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if n := u.enq.count(); n != 50 {
@@ -458,11 +460,10 @@ func TestRunDrainsQueueOnShutdown(t *testing.T) {
 
 func BenchmarkRoute(b *testing.B) {
 	rd := testenv.NewRedis(b)
+	q := rd.NewQueue(b, queue.Config{RatePerMinute: 1 << 30})
 	tenants := &fakeTenants{teams: map[string]konstruct.Workspace{team: {TenantID: tenant, TeamID: team, BotUserID: botUser}}}
-	r := router.New(router.Config{Prefix: rd.Prefix, PerMinute: 1 << 30}, router.Deps{
-		Tenants: tenants, Slack: &fakeSlack{}, Enqueuer: &fakeEnqueuer{}, Redis: rd.Client,
-		Threads: router.NewThreads(rd.Client, rd.Prefix, time.Minute),
-	})
+	r := router.New(router.Config{}, router.Deps{Events: make(chan konstruct.Message),
+		Tenants: tenants, Slack: &fakeSlack{}, Enqueuer: &fakeEnqueuer{}, Claims: q, Threads: q, Limiter: q})
 	ctx := context.Background()
 	b.Run("mention", func(b *testing.B) {
 		for b.Loop() {

@@ -1,50 +1,44 @@
 package worker
 
 import (
-	"encoding/json"
+	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/konstruct/konstruct"
 	"github.com/konstruct/konstruct/llm/llmfake"
+	"github.com/konstruct/konstruct/queue"
 	"github.com/konstruct/konstruct/slacksim"
 )
 
 // enqueue puts a job on the queue the way the router does.
 func (e *env) enqueue(job konstruct.ReplyJob) {
 	e.t.Helper()
-	opt, err := asynq.ParseRedisURI(e.rdb.URL)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	c := asynq.NewClient(opt)
-	defer c.Close()
-	payload, _ := json.Marshal(job)
-	if _, err := c.EnqueueContext(ctxT(e.t), asynq.NewTask(konstruct.TaskReplyGenerate, payload),
-		asynq.Queue(e.rdb.Prefix+"replies"), asynq.TaskID(job.Message.TenantID+":"+job.Message.EventID), asynq.MaxRetry(5)); err != nil {
+	if err := e.q.Enqueue(ctxT(e.t), job); err != nil {
 		e.t.Fatal(err)
 	}
 }
 
-func (e *env) startServer(shutdownTimeout time.Duration) *Server {
+// startServer runs a Server on the queue, as a process does (its own
+// connection, with the given shutdown timeout), until stop is called or the
+// test ends.
+func (e *env) startServer(shutdownTimeout time.Duration) (w *Server, stop func()) {
 	e.t.Helper()
-	opt, err := asynq.ParseRedisURI(e.rdb.URL)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	q := e.rdb.NewQueue(e.t, queue.Config{ShutdownTimeout: shutdownTimeout})
 	cfg := e.cfg
-	cfg.RedisOpt, cfg.ShutdownTimeout, cfg.Concurrency = opt, shutdownTimeout, 4
-	w := New(cfg, Deps{Agents: e.st, Replies: e.st, Slack: e.web, LLM: e.llm, Threads: e.threads, Redis: e.rdb.Client})
-	if err := w.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(w.Shutdown)
-	return w
+	cfg.Concurrency = 4
+	w = New(cfg, Deps{Agents: e.st, Records: e.st, Slack: e.web, LLM: e.llm, Tasks: q, States: q})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = w.Run(ctx); close(done) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	e.t.Cleanup(stop)
+	return w, stop
 }
 
 func (e *env) waitAnswer(job konstruct.ReplyJob, want string) slacksim.ThreadView {
@@ -89,7 +83,7 @@ func TestShutdownMidStreamThenRestart(t *testing.T) {
 		}
 		return llmfake.Reply{Text: "The whole answer."}
 	})
-	w1 := e.startServer(300 * time.Millisecond)
+	_, stop1 := e.startServer(300 * time.Millisecond)
 	job := e.mention("slow one", "")
 	e.enqueue(job)
 	select {
@@ -107,7 +101,7 @@ func TestShutdownMidStreamThenRestart(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	w1.Shutdown()
+	stop1()
 	e.startServer(5 * time.Second)
 	e.waitAnswer(job, "The whole answer.")
 	if n := len(e.answers(job)); n != 1 {
@@ -138,10 +132,10 @@ func TestSlowTenantDoesNotBlockOthers(t *testing.T) {
 	otto := e.addTenant(konstruct.Agent{Name: "Otto", Role: "IT Helpdesk", Persona: "Terse."})
 	ws2 := e.sim.AddWorkspace(slacksim.WorkspaceSpec{})
 	e.web.Set([]konstruct.Workspace{
-		{TeamID: e.ws.TeamID, BotToken: e.ws.BotToken, Status: konstruct.WorkspaceActive},
-		{TeamID: ws2.TeamID, BotToken: ws2.BotToken, Status: konstruct.WorkspaceActive},
+		{TeamID: e.ws.TeamID, BotUserID: e.ws.BotUserID, BotToken: e.ws.BotToken, Status: konstruct.WorkspaceActive},
+		{TeamID: ws2.TeamID, BotUserID: ws2.BotUserID, BotToken: ws2.BotToken, Status: konstruct.WorkspaceActive},
 	})
-	w := e.startServer(time.Second)
+	w, _ := e.startServer(time.Second)
 	if got := w.cfg.TenantConcurrency; got != 2 {
 		t.Fatalf("tenant share = %d, want half of 4", got)
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/konstruct/konstruct/internal/testenv"
 	"github.com/konstruct/konstruct/llm"
 	"github.com/konstruct/konstruct/llm/llmfake"
-	"github.com/konstruct/konstruct/router"
+	"github.com/konstruct/konstruct/queue"
 	"github.com/konstruct/konstruct/slacksim"
 	"github.com/konstruct/konstruct/store"
 )
@@ -30,18 +30,19 @@ func TestMain(m *testing.M) {
 // env is one test's world: a Slack emulator, one or more OpenAI-compatible
 // fakes, a private Postgres database and Redis prefix, and a Server.
 type env struct {
-	t       *testing.T
-	sim     *slacksim.Server
-	ws      slacksim.WorkspaceSpec
-	web     *bot.Web
-	fakes   []*llmfake.Server
-	llm     *llm.Client
-	st      *store.Store
-	rdb     *testenv.Redis
-	threads *engager
-	tenant  string
-	w       *Server
-	cfg     Config
+	t      *testing.T
+	sim    *slacksim.Server
+	ws     slacksim.WorkspaceSpec
+	web    *bot.Web
+	fakes  []*llmfake.Server
+	llm    *llm.Client
+	st     *store.Store
+	rdb    *testenv.Redis
+	q      *queue.Queue
+	states *engager
+	tenant string
+	w      *Server
+	cfg    Config
 }
 
 type envOption func(*envSetup)
@@ -49,12 +50,20 @@ type envOption func(*envSetup)
 type envSetup struct {
 	providers int
 	cfg       Config
+	qcfg      queue.Config
 	timeouts  llm.Timeouts
 	agent     konstruct.Agent
 }
 
-func withProviders(n int) envOption         { return func(s *envSetup) { s.providers = n } }
-func withConfig(f func(*Config)) envOption  { return func(s *envSetup) { f(&s.cfg) } }
+func withProviders(n int) envOption        { return func(s *envSetup) { s.providers = n } }
+func withConfig(f func(*Config)) envOption { return func(s *envSetup) { f(&s.cfg) } }
+func withQueue(f func(*queue.Config)) envOption {
+	return func(s *envSetup) { f(&s.qcfg) }
+}
+
+// firstTry is the first delivery of a task that may be retried.
+var firstTry = konstruct.Delivery{MaxRetry: queue.TaskMaxRetry}
+
 func withTimeouts(t llm.Timeouts) envOption { return func(s *envSetup) { s.timeouts = t } }
 func ctxT(t *testing.T) context.Context     { return t.Context() }
 func deadline(t *testing.T, d time.Duration) context.Context {
@@ -65,9 +74,9 @@ func deadline(t *testing.T, d time.Duration) context.Context {
 
 var tenantSeq atomic.Int64
 
-// engager counts Engage calls on the way to the real router.Threads.
+// engager is the real queue, counting Engage calls on their way.
 type engager struct {
-	*router.Threads
+	*queue.Queue
 	mu      sync.Mutex
 	engaged map[string]int
 }
@@ -79,7 +88,7 @@ func (g *engager) Engage(ctx context.Context, tenantID, channelID, threadTS stri
 	}
 	g.engaged[tenantID+"/"+channelID+"/"+threadTS]++
 	g.mu.Unlock()
-	return g.Threads.Engage(ctx, tenantID, channelID, threadTS)
+	return g.Queue.Engage(ctx, tenantID, channelID, threadTS)
 }
 
 func (g *engager) count(tenantID, channelID, threadTS string) int {
@@ -129,17 +138,17 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 
 	e.st, _ = testenv.NewStore(t)
 	e.rdb = testenv.NewRedis(t)
-	e.threads = &engager{Threads: router.NewThreads(e.rdb.Client, e.rdb.Prefix, 30*time.Minute)}
+	e.q = e.rdb.NewQueue(t, setup.qcfg)
+	e.states = &engager{Queue: e.q}
 	e.tenant = e.addTenant(setup.agent)
 
 	e.cfg = setup.cfg
-	e.cfg.Prefix = e.rdb.Prefix
 	e.w = e.newServer()
 	return e
 }
 
 func (e *env) newServer() *Server {
-	return New(e.cfg, Deps{Agents: e.st, Replies: e.st, Slack: e.web, LLM: e.llm, Threads: e.threads, Redis: e.rdb.Client})
+	return New(e.cfg, Deps{Agents: e.st, Records: e.st, Slack: e.web, LLM: e.llm, Tasks: e.q, States: e.states})
 }
 
 func (e *env) addTenant(a konstruct.Agent) string {
@@ -172,14 +181,14 @@ func (e *env) mentionIn(tenant string, ws slacksim.WorkspaceSpec, text, threadTS
 		e.t.Fatal(err)
 	}
 	m := konstruct.Message{
-		ID: ws.TeamID + "/" + ws.GeneralChannelID + "/" + ts, TenantID: tenant, TeamID: ws.TeamID,
+		TenantID: tenant, TeamID: ws.TeamID,
 		EventID: "Ev" + strings.ReplaceAll(ts, ".", ""), EventType: "app_mention", EventTime: time.Now(),
 		ChannelID: ws.GeneralChannelID, ChannelType: konstruct.ChannelPublic, User: ws.UserIDs[0],
 		Text: "<@" + ws.BotUserID + "> " + text, TS: ts, ThreadTS: threadTS, IsMention: true, ReceivedAt: time.Now(),
 	}
 	job := konstruct.ReplyJob{Message: m, EnqueuedAt: time.Now()}
 	if placeholder {
-		ph, err := e.web.PostMessage(ctxT(e.t), ws.TeamID, ws.GeneralChannelID, m.ReplyThreadTS(), bot.Msg{Text: "Thinking..."})
+		ph, err := e.web.Post(ctxT(e.t), ws.TeamID, ws.GeneralChannelID, m.ReplyThreadTS(), konstruct.Content{Text: konstruct.TextThinking})
 		if err != nil {
 			e.t.Fatal(err)
 		}
@@ -196,7 +205,7 @@ func (e *env) thread(job konstruct.ReplyJob) slacksim.ThreadView {
 func (e *env) answers(job konstruct.ReplyJob) []slacksim.ViewMessage {
 	var out []slacksim.ViewMessage
 	for _, m := range e.thread(job).BotReplies() {
-		if tsBefore(job.Message.TS, m.TS) {
+		if konstruct.TSBefore(job.Message.TS, m.TS) {
 			out = append(out, m)
 		}
 	}
@@ -238,7 +247,7 @@ func (e *env) replies(tenant string) []konstruct.Reply {
 // handle runs Handle and fails the test on an unexpected error.
 func (e *env) handle(job konstruct.ReplyJob) {
 	e.t.Helper()
-	if err := e.w.Handle(deadline(e.t, 60*time.Second), job); err != nil {
+	if err := e.w.Handle(deadline(e.t, 60*time.Second), job, firstTry); err != nil {
 		e.t.Fatalf("Handle: %v", err)
 	}
 }

@@ -11,9 +11,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/konstruct/konstruct"
-	"github.com/konstruct/konstruct/bot"
 	"github.com/konstruct/konstruct/llm"
 	"github.com/konstruct/konstruct/llm/llmfake"
+	"github.com/konstruct/konstruct/queue"
 	"github.com/konstruct/konstruct/slacksim"
 )
 
@@ -41,10 +41,10 @@ func TestHistoryOrderNamesAndBudget(t *testing.T) {
 			}
 			// An earlier exchange: a placeholder that became an answer, and
 			// one that became an error (left out).
-			if _, err := e.web.PostMessage(ctxT(t), team, ch, root, bot.Msg{Text: "Sorry to hear that! Send me photos of the dents."}); err != nil {
+			if _, err := e.web.Post(ctxT(t), team, ch, root, konstruct.Content{Text: "Sorry to hear that! Send me photos of the dents."}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := e.web.PostMessage(ctxT(t), team, ch, root, bot.Msg{Text: textLLMDown}); err != nil {
+			if _, err := e.web.Post(ctxT(t), team, ch, root, konstruct.Content{Text: textLLMDown}); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := e.sim.Post(team, ch, alice, "Photos are attached above.", root); err != nil {
@@ -217,7 +217,7 @@ func TestLongAnswerSplitWithFencesIntact(t *testing.T) {
 		if n := utf8.RuneCountInString(md); n == 0 || n > 12000 {
 			t.Errorf("message %d: %d characters of markdown", i, n)
 		}
-		if f := openFenceAtEnd(md); f != nil {
+		if strings.Count(md, "```")%2 != 0 {
 			t.Errorf("message %d leaves a code fence open", i)
 		}
 		if strings.Contains(md, "fmt.Println") && !strings.Contains(md, "```go") {
@@ -236,7 +236,12 @@ func TestLongAnswerSplitWithFencesIntact(t *testing.T) {
 	// Delivering again (a retry after the answer was generated) edits the
 	// same messages and posts nothing new.
 	posts := e.sim.Calls("chat.postMessage")
-	if err := e.w.recordFor(e.w.progressKey(job.Message)).set(ctxT(t), "state", stateGenerated, "text", text); err != nil {
+	st, _, err := e.q.LoadReply(ctxT(t), job.Message.Post())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Stage, st.Text = konstruct.StageFinal, text
+	if err := e.q.SaveReply(ctxT(t), st); err != nil {
 		t.Fatal(err)
 	}
 	e.handle(job)
@@ -284,7 +289,7 @@ func TestKilledMidStreamAnswersOnce(t *testing.T) {
 	job := e.mention("long question", "")
 	ctx, cancel := context.WithCancel(ctxT(t))
 	done := make(chan error, 1)
-	go func() { done <- e.w.Handle(ctx, job) }()
+	go func() { done <- e.w.Handle(ctx, job, firstTry) }()
 	// Wait until the partial answer shows in the placeholder, then kill.
 	_, err := e.sim.WaitThread(deadline(t, 10*time.Second), job.Message.TeamID, job.Message.ChannelID, job.Message.TS, func(v slacksim.ThreadView) bool {
 		for _, m := range v.Messages {
@@ -303,7 +308,7 @@ func TestKilledMidStreamAnswersOnce(t *testing.T) {
 	}
 	// The task is delivered again (a new process: a new Server).
 	w2 := e.newServer()
-	if err := w2.Handle(deadline(t, 30*time.Second), job); err != nil {
+	if err := w2.Handle(deadline(t, 30*time.Second), job, firstTry); err != nil {
 		t.Fatal(err)
 	}
 	answers := e.answers(job)
@@ -311,7 +316,7 @@ func TestKilledMidStreamAnswersOnce(t *testing.T) {
 		t.Fatalf("want exactly one answer in the placeholder, got %+v", answers)
 	}
 	// And once more: a no-op.
-	if err := w2.Handle(deadline(t, 30*time.Second), job); err != nil {
+	if err := w2.Handle(deadline(t, 30*time.Second), job, firstTry); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(e.fakes[0].Requests()); n != 2 || len(e.answers(job)) != 1 {
@@ -334,8 +339,8 @@ func TestTwoTenantsNeverMixed(t *testing.T) {
 	otto := e.addTenant(konstruct.Agent{Name: "Otto", Role: "IT Helpdesk", Persona: "Terse."})
 	ws2 := e.sim.AddWorkspace(slacksim.WorkspaceSpec{})
 	e.web.Set([]konstruct.Workspace{
-		{TeamID: e.ws.TeamID, BotToken: e.ws.BotToken, Status: konstruct.WorkspaceActive},
-		{TeamID: ws2.TeamID, BotToken: ws2.BotToken, Status: konstruct.WorkspaceActive},
+		{TeamID: e.ws.TeamID, BotUserID: e.ws.BotUserID, BotToken: e.ws.BotToken, Status: konstruct.WorkspaceActive},
+		{TeamID: ws2.TeamID, BotUserID: ws2.BotUserID, BotToken: ws2.BotToken, Status: konstruct.WorkspaceActive},
 	})
 	var jobs []konstruct.ReplyJob
 	for i := range 4 {
@@ -401,14 +406,14 @@ func TestNativeStreaming(t *testing.T) {
 
 func TestJanitorResolvesOrphans(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, withConfig(func(c *Config) { c.OrphanAfter = time.Second }))
+	e := newEnv(t, withQueue(func(c *queue.Config) { c.OrphanAfter = time.Second }))
 	e.fakes[0].SetHandler(func(llmfake.ChatRequest) llmfake.Reply {
 		return llmfake.Reply{Text: "never finishes", HangAfter: 1}
 	})
 	job := e.mention("will crash", "")
 	ctx, cancel := context.WithCancel(ctxT(t))
 	done := make(chan error, 1)
-	go func() { done <- e.w.Handle(ctx, job) }()
+	go func() { done <- e.w.Handle(ctx, job, firstTry) }()
 	if _, err := e.sim.WaitThread(deadline(t, 10*time.Second), job.Message.TeamID, job.Message.ChannelID, job.Message.TS, func(v slacksim.ThreadView) bool {
 		for _, m := range v.Messages {
 			if m.TS == job.PlaceholderTS && m.Updates > 0 {
@@ -454,17 +459,14 @@ func TestConcurrentDeliveryIsRefused(t *testing.T) {
 	})
 	job := e.mention("twice at once", "")
 	done := make(chan error, 1)
-	go func() { done <- e.w.Handle(deadline(t, 30*time.Second), job) }()
+	go func() { done <- e.w.Handle(deadline(t, 30*time.Second), job, firstTry) }()
 	// Wait for the first delivery to reach the LLM.
 	for len(e.fakes[0].Requests()) == 0 {
 		time.Sleep(10 * time.Millisecond)
 	}
-	err := e.newServer().Handle(deadline(t, 30*time.Second), job)
-	if !errors.Is(err, errLocked) {
-		t.Errorf("second delivery = %v, want errLocked", err)
-	}
-	if d := retryDelay(0, err, nil); d < 5*time.Second {
-		t.Errorf("locked retry delay %v", d)
+	err := e.newServer().Handle(deadline(t, 30*time.Second), job, firstTry)
+	if d, ok := konstruct.Deferred(err); !ok || d < 5*time.Second {
+		t.Errorf("second delivery = %v (deferred %v), want deferred by ≥ 5 s", err, d)
 	}
 	close(release)
 	if err := <-done; err != nil {

@@ -4,20 +4,17 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strconv"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/konstruct/konstruct"
 )
 
-// RunJanitor resolves, every JanitorInterval until ctx ends, the replies
+// runJanitor resolves, every JanitorInterval until ctx ends, the replies
 // whose heartbeat ran out (their process crashed and no retry took them
 // over): an answer already generated is delivered, anything else becomes a
 // short error in place of the placeholder, recorded as OutcomeOrphaned.
 // Several processes may run it: each orphan is claimed by one.
-func (w *Server) RunJanitor(ctx context.Context) {
+func (w *Server) runJanitor(ctx context.Context) {
 	t := time.NewTicker(w.cfg.JanitorInterval)
 	defer t.Stop()
 	for {
@@ -36,31 +33,28 @@ func (w *Server) RunJanitor(ctx context.Context) {
 
 // Sweep resolves the orphaned replies due now and returns how many.
 func (w *Server) Sweep(ctx context.Context) (int, error) {
-	keys, err := w.deps.Redis.ZRangeByScore(ctx, w.inflightKey(), &redis.ZRangeBy{
-		Min: "-inf", Max: strconv.FormatInt(time.Now().UnixMilli(), 10), Count: 100,
-	}).Result()
+	due, err := w.deps.States.DueReplies(ctx, 100)
 	if err != nil {
-		return 0, redisErr("list orphaned replies", err)
+		return 0, err
 	}
 	n := 0
 	var errs []error
-	for _, key := range keys {
-		// Claim it: only one janitor wins the ZREM.
-		won, err := w.deps.Redis.ZRem(ctx, w.inflightKey(), key).Result()
+	for _, post := range due {
+		won, err := w.deps.States.ClaimDue(ctx, post)
 		if err != nil {
-			errs = append(errs, redisErr("claim orphaned reply", err))
+			errs = append(errs, err)
 			continue
 		}
-		if won == 0 {
+		if !won {
 			continue
 		}
-		done, err := w.resolveOrphan(ctx, key)
+		done, err := w.resolveOrphan(ctx, post)
 		if err != nil {
 			errs = append(errs, err)
 			// Give it back for a later sweep.
-			_ = w.deps.Redis.ZAdd(context.WithoutCancel(ctx), w.inflightKey(), redis.Z{
-				Score: float64(time.Now().Add(w.cfg.JanitorInterval).UnixMilli()), Member: key,
-			}).Err()
+			rctx, cancel := detached(ctx, 5*time.Second)
+			_ = w.deps.States.Reschedule(rctx, post, time.Now().Add(w.cfg.JanitorInterval))
+			cancel()
 			continue
 		}
 		if done {
@@ -70,51 +64,38 @@ func (w *Server) Sweep(ctx context.Context) (int, error) {
 	return n, errors.Join(errs...)
 }
 
-func (w *Server) resolveOrphan(ctx context.Context, key string) (bool, error) {
-	rec := w.recordFor(key)
-	token, err := rec.lock(ctx)
-	if errors.Is(err, errLocked) {
-		// A delivery is running after all: its heartbeat re-indexes it.
-		return false, rec.heartbeat(ctx)
-	}
-	if err != nil {
-		return false, err
-	}
-	defer rec.unlock(context.WithoutCancel(ctx), token)
-	p, exists, err := rec.load(ctx)
-	if err != nil {
-		return false, err
-	}
-	if !exists || p.State == stateDone || p.mainTS() == "" {
+func (w *Server) resolveOrphan(ctx context.Context, post konstruct.Post) (bool, error) {
+	lease, err := w.deps.States.AcquireReply(ctx, post, nil)
+	if konstruct.ErrorCode(err) == konstruct.ECONFLICT {
+		// A delivery is running after all: its heartbeat indexes it again.
 		return false, nil
 	}
-	log := w.log.With(slog.String("tenant_id", p.TenantID), slog.String("team_id", p.TeamID), slog.String("channel_id", p.ChannelID))
-	if p.StreamTS != "" {
-		w.stopStream(ctx, p.TeamID, p.ChannelID, p.StreamTS)
+	if err != nil {
+		return false, err
 	}
-	text, outcome, code := textOrphaned, konstruct.OutcomeOrphaned, konstruct.EUNAVAILABLE
-	if p.State == stateGenerated && p.Text != "" {
-		text, outcome, code = p.Text, konstruct.OutcomeAnswered, ""
+	defer func() {
+		rctx, cancel := detached(ctx, 5*time.Second)
+		lease.Release(rctx)
+		cancel()
+	}()
+	st, exists, err := w.deps.States.LoadReply(ctx, post)
+	if err != nil {
+		return false, err
 	}
-	fctx, cancel := context.WithTimeout(ctx, w.cfg.FinalizeTimeout)
-	defer cancel()
-	if err := w.deliver(fctx, rec, p, p.TeamID, p.ChannelID, p.ThreadTS, text); err != nil {
-		if !transient(err) {
-			log.LogAttrs(ctx, slog.LevelError, "orphaned reply undeliverable", slog.String("error", err.Error()))
-			return false, rec.finish(ctx, konstruct.OutcomeOrphaned, konstruct.ErrorCode(err))
+	if !exists || st.Stage == konstruct.StageDone || st.MainTS() == "" {
+		return false, nil
+	}
+	r := &reply{w: w, st: st, d: konstruct.Delivery{}, lease: lease,
+		log: w.log.With(slog.String("tenant_id", post.TenantID), slog.String("team_id", post.TeamID), slog.String("channel_id", post.ChannelID))}
+	text, outcome, cause := textOrphaned, konstruct.OutcomeOrphaned, error(konstruct.Errorf(konstruct.EUNAVAILABLE, "the process answering crashed"))
+	if st.Stage == konstruct.StageFinal && st.Text != "" {
+		text, outcome, cause = st.Text, konstruct.OutcomeAnswered, nil
+	}
+	if err := r.finish(ctx, text, outcome, cause); err != nil && !errors.Is(err, cause) {
+		if errors.Is(err, konstruct.ErrNoRetry) {
+			return false, nil // undeliverable: recorded as such
 		}
 		return false, err
 	}
-	if err := rec.finish(ctx, outcome, code); err != nil {
-		return true, err
-	}
-	stats := p.stats()
-	w.writeReply(ctx, konstruct.Reply{
-		TenantID: p.TenantID, TeamID: p.TeamID, ChannelID: p.ChannelID, ThreadTS: p.ThreadTS,
-		MessageTS: p.mainTS(), EventID: p.EventID, Model: stats.Model, Provider: stats.Provider,
-		PromptTokens: stats.PromptTokens, CompletionTokens: stats.CompletionTokens,
-		TimeToFirstToken: stats.TimeToFirstToken, Latency: stats.Latency, Outcome: outcome, Error: code,
-	}, log)
-	w.cfg.Metrics.Reply(outcome, 0)
 	return true, nil
 }

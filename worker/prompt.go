@@ -2,11 +2,10 @@ package worker
 
 import (
 	"context"
-	"regexp"
+	"log/slog"
 	"strings"
 
 	"github.com/konstruct/konstruct"
-	"github.com/konstruct/konstruct/bot"
 	"github.com/konstruct/konstruct/llm"
 )
 
@@ -48,12 +47,35 @@ func systemPrompt(a konstruct.Agent) string {
 	return strings.Join(parts, "\n\n")
 }
 
-var mentionRE = regexp.MustCompile(`<@([UW][A-Z0-9]+)(?:\|[^>]*)?>`)
+// prompt builds the chat for a reply: the system prompt, the thread's
+// earlier messages (read from Slack when the post is in a thread) and the
+// question.
+func (w *Server) prompt(ctx context.Context, agent konstruct.Agent, m konstruct.Message, st *konstruct.ReplyState) ([]llm.Message, error) {
+	// A top-level post starts its thread: there is no history to read, and
+	// skipping conversations.replies saves a Slack round trip (Tier 3) on
+	// the most common path — once we know our own bot user, which the
+	// thread would otherwise tell us.
+	var thread []konstruct.ThreadMessage
+	if m.InThread() || m.BotUserID == "" {
+		var err error
+		thread, err = w.deps.Slack.Replies(ctx, m.TeamID, m.ChannelID, m.ReplyThreadTS())
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, context.Cause(ctx)
+			}
+			// An answer without context beats no answer.
+			w.log.LogAttrs(ctx, slog.LevelWarn, "read thread history", slog.String("error", err.Error()), slog.String("team_id", m.TeamID))
+		}
+	}
+	skip := map[string]bool{st.PlaceholderTS: true, st.StreamTS: true}
+	for _, ts := range st.FollowUps {
+		skip[ts] = true
+	}
+	return w.buildMessages(ctx, agent, m, thread, threadContext{botUserID: m.BotUserID, skipTS: skip}), nil
+}
 
 // threadContext is what the history needs to know about the reply.
 type threadContext struct {
-	teamID    string
-	agentName string
 	botUserID string          // from the message, else learnt from our own placeholder in the thread
 	botID     string          // idem
 	skipTS    map[string]bool // our placeholder and follow-ups of this reply
@@ -63,11 +85,7 @@ type threadContext struct {
 // and error messages.
 func noiseText(s string) bool {
 	s = strings.TrimSpace(s)
-	if s == "" {
-		return true
-	}
-	t := strings.Trim(strings.ToLower(s), "_*: ")
-	if strings.HasPrefix(t, "thinking") && len(t) < 20 {
+	if s == "" || konstruct.IsPlaceholder(s) {
 		return true
 	}
 	for _, e := range errorTexts {
@@ -80,8 +98,9 @@ func noiseText(s string) bool {
 
 // buildMessages returns the chat: the system prompt, the thread's earlier
 // messages that fit the token budget (newest kept first) and the message to
-// answer.
-func (w *Server) buildMessages(ctx context.Context, agent konstruct.Agent, msg konstruct.Message, thread []bot.ThreadMessage, tc threadContext) []llm.Message {
+// answer. Thread messages come readable from the Slack edge (mentions as
+// names, authors named).
+func (w *Server) buildMessages(ctx context.Context, agent konstruct.Agent, msg konstruct.Message, thread []konstruct.ThreadMessage, tc threadContext) []llm.Message {
 	// Learn our identity from the placeholder (always ours) when possible.
 	for _, m := range thread {
 		if tc.skipTS[m.TS] && (m.BotID != "" || m.User != "") {
@@ -89,35 +108,10 @@ func (w *Server) buildMessages(ctx context.Context, agent konstruct.Agent, msg k
 			break
 		}
 	}
-	names := map[string]string{}
-	name := func(user string) string {
-		if user == "" {
-			return ""
-		}
-		if user == tc.botUserID {
-			return agent.Name
-		}
-		if n, ok := names[user]; ok {
-			return n
-		}
-		n := w.deps.Slack.UserName(ctx, tc.teamID, user)
-		names[user] = n
-		return n
-	}
-	clean := func(text string) string {
-		text = mentionRE.ReplaceAllStringFunc(text, func(m string) string {
-			id := mentionRE.FindStringSubmatch(m)[1]
-			if id == tc.botUserID {
-				return ""
-			}
-			return "@" + name(id)
-		})
-		return strings.TrimSpace(text)
-	}
 
 	var earlier []llm.Message
 	for _, m := range thread {
-		if m.TS == msg.TS || tc.skipTS[m.TS] || !tsBefore(m.TS, msg.TS) {
+		if m.TS == msg.TS || tc.skipTS[m.TS] || !konstruct.TSBefore(m.TS, msg.TS) {
 			continue
 		}
 		switch m.SubType {
@@ -127,19 +121,18 @@ func (w *Server) buildMessages(ctx context.Context, agent konstruct.Agent, msg k
 		}
 		isBot := m.BotID != "" || m.SubType == "bot_message"
 		ours := isBot && (tc.botID == "" || m.BotID == tc.botID) || (tc.botUserID != "" && m.User == tc.botUserID)
-		text := m.Text
+		text := strings.TrimSpace(m.Text)
 		if ours {
 			if noiseText(text) {
 				continue
 			}
-			earlier = append(earlier, llm.Message{Role: "assistant", Name: agent.Name, Content: strings.TrimSpace(text)})
+			earlier = append(earlier, llm.Message{Role: "assistant", Name: agent.Name, Content: text})
 			continue
 		}
-		text = clean(text)
 		if text == "" {
 			continue
 		}
-		speaker := name(m.User)
+		speaker := m.Author
 		if isBot && speaker == "" {
 			speaker = "another bot"
 		}
@@ -162,42 +155,23 @@ func (w *Server) buildMessages(ctx context.Context, agent konstruct.Agent, msg k
 	out := make([]llm.Message, 0, len(earlier)+2)
 	out = append(out, llm.Message{Role: "system", Content: systemPrompt(agent)})
 	out = append(out, earlier...)
-	q := clean(msg.Text)
+	q := strings.TrimSpace(w.deps.Slack.Readable(ctx, msg.TeamID, msg.Text))
 	if q == "" {
 		q = "(The user mentioned you without a message.)"
 	}
 	// The question itself carries its author only in `name`: it is the
 	// turn being answered, and echoing back a "[name]" prefix looks odd.
-	out = append(out, llm.Message{Role: "user", Name: name(msg.User), Content: q})
+	out = append(out, llm.Message{Role: "user", Name: w.deps.Slack.UserName(ctx, msg.TeamID, msg.User), Content: q})
 	return out
 }
 
-// userTurn is a person's earlier message in the thread. The speaker goes in the OpenAI `name`
-// field and, because several servers (Ollama, llama.cpp) drop that field,
-// in front of the text too: in a thread with several people the model must
-// know who said what.
+// userTurn is a person's earlier message in the thread. The speaker goes in
+// the OpenAI `name` field and, because several servers (Ollama, llama.cpp)
+// drop that field, in front of the text too: in a thread with several
+// people the model must know who said what.
 func userTurn(speaker, text string) llm.Message {
 	if speaker == "" {
 		return llm.Message{Role: "user", Content: text}
 	}
 	return llm.Message{Role: "user", Name: speaker, Content: "[" + speaker + "] " + text}
-}
-
-// tsBefore compares Slack timestamps ("1712345678.000100").
-func tsBefore(a, b string) bool {
-	ai, af, _ := strings.Cut(a, ".")
-	bi, bf, _ := strings.Cut(b, ".")
-	if len(ai) != len(bi) {
-		return len(ai) < len(bi)
-	}
-	if ai != bi {
-		return ai < bi
-	}
-	for len(af) < len(bf) {
-		af += "0"
-	}
-	for len(bf) < len(af) {
-		bf += "0"
-	}
-	return af < bf
 }

@@ -1,30 +1,32 @@
-// Package worker is the back half of the reply flow: an asynq server whose
-// reply:generate handler loads the tenant's agent, builds the persona prompt
-// and the thread's history, streams the LLM's answer into the placeholder
-// the router posted, and leaves every placeholder as an answer or a short,
-// human error, exactly once as a person sees it.
+// Package worker is the back half of the reply flow. Run serves the reply
+// tasks the router queued: for each, a reply (reply.go) loads the tenant's
+// agent, builds the persona prompt and the thread's history (prompt.go),
+// streams the LLM's answer into the placeholder the router posted
+// (stream.go), and leaves every placeholder as an answer or a short, human
+// error, exactly once as a person sees it (slack.go holds the Slack write
+// discipline). A janitor (janitor.go) finishes the replies of crashed
+// processes.
 //
-// Exactly once rests on a progress record in Redis per reply (state,
-// placeholder ts, follow-up ts list, the final text once generated), a lock
-// so two deliveries of one task never write at once, and a heartbeat that
-// lets the janitor tell a crashed reply from a slow one.
+// Exactly once rests on the reply's durable state (konstruct.ReplyState:
+// stage, placeholder, streamed message, follow-ups, the final text once
+// generated) and a lease, so that two deliveries of one task never write
+// at once and a retry resumes in the same messages. Both live in Redis
+// behind the States interface, which *queue.Queue implements; the worker
+// itself imports neither Redis nor Slack.
 package worker
 
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
-	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/konstruct/konstruct"
-	"github.com/konstruct/konstruct/bot"
 	"github.com/konstruct/konstruct/llm"
 	"github.com/konstruct/konstruct/metrics"
 )
@@ -37,37 +39,20 @@ const (
 
 // Config configures a Server. Zero values take the defaults noted.
 type Config struct {
-	// RedisOpt is asynq's connection to Redis (needed by Start only).
-	RedisOpt asynq.RedisConnOpt
-	// Queue is the asynq queue to serve (default Prefix+"replies").
-	Queue string
 	// Concurrency is how many replies are generated at once (default 20).
 	Concurrency int
+	// TenantConcurrency caps the replies one tenant generates at once in
+	// this process (default: half of Concurrency, at least 1), so that one
+	// tenant's flood or slow model never takes every worker: a task over the
+	// cap goes back to the queue for a moment, uncounted, and the other
+	// tenants' replies go first.
+	TenantConcurrency int
 	// Streaming is StreamingUpdate (default) or StreamingNative.
 	Streaming string
 	// HistoryTokens bounds the thread context sent to the model (default 6000).
 	HistoryTokens int
 	// MaxAnswerTokens caps the answer (0 leaves it to the server).
 	MaxAnswerTokens int
-	// ShutdownTimeout is how long Shutdown lets in-flight replies finish
-	// before they go back to the queue (default 20s).
-	ShutdownTimeout time.Duration
-	// TaskCheckInterval is how often an idle worker polls the queue (default
-	// 10ms). asynq's own default (1s, jittered to 0.5–1.5s) would add up to
-	// 1.5s before a person sees the answer start; one tiny Lua call every
-	// ~10ms per process is cheap by comparison.
-	TaskCheckInterval time.Duration
-	// TenantConcurrency caps the replies one tenant generates at once in
-	// this process (default: half of Concurrency, at least 1), so that one
-	// tenant's flood or slow model never takes every worker: a task over the
-	// cap goes back to the queue for a second, uncounted, and the other
-	// tenants' replies go first.
-	TenantConcurrency int
-	// Prefix is redis.prefix: the progress records live under it.
-	Prefix string
-	Logger *slog.Logger
-	// Metrics may be nil.
-	Metrics *metrics.Metrics
 
 	// EditsPerMinute is the chat.update budget the replies streaming in one
 	// workspace share in this process (default 40, under Slack's ~50/min
@@ -86,54 +71,58 @@ type Config struct {
 	// resolves its placeholder with an error instead of being retried
 	// (default 10m).
 	MaxAge time.Duration
-	// OrphanAfter is how long a reply may go without a heartbeat before the
-	// janitor resolves it (default 3m).
-	OrphanAfter time.Duration
-	// JanitorInterval is how often RunJanitor sweeps (default 30s).
+	// JanitorInterval is how often the janitor sweeps (default 30s).
 	JanitorInterval time.Duration
 	// AgentCacheTTL is how long an agent stays cached (default 30s).
 	AgentCacheTTL time.Duration
-	// RecordTTL is how long progress records are kept (default 48h).
-	RecordTTL time.Duration
+
+	Logger *slog.Logger
+	// Metrics may be nil.
+	Metrics *metrics.Metrics
+}
+
+// Validate reports every problem with c.
+func (c Config) Validate() error {
+	var errs []error
+	switch c.Streaming {
+	case "", StreamingUpdate, StreamingNative:
+	default:
+		errs = append(errs, fmt.Errorf("streaming must be %q or %q, got %q", StreamingUpdate, StreamingNative, c.Streaming))
+	}
+	if c.Concurrency < 0 {
+		errs = append(errs, fmt.Errorf("concurrency must be at least 1, got %d", c.Concurrency))
+	}
+	if c.TenantConcurrency < 0 {
+		errs = append(errs, fmt.Errorf("tenant_concurrency must not be negative (0 = half of concurrency), got %d", c.TenantConcurrency))
+	}
+	if c.HistoryTokens < 0 {
+		errs = append(errs, errors.New("history_tokens must not be negative"))
+	}
+	if c.MaxAnswerTokens < 0 {
+		errs = append(errs, errors.New("max_answer_tokens must not be negative"))
+	}
+	if c.PartChars != 0 && (c.PartChars < 200 || c.PartChars > 12000) {
+		errs = append(errs, fmt.Errorf("part size %d is outside 200..12000", c.PartChars))
+	}
+	return errors.Join(errs...)
 }
 
 func (c Config) withDefaults() Config {
-	c.Queue = cmp.Or(c.Queue, c.Prefix+"replies")
 	c.Concurrency = cmp.Or(c.Concurrency, 20)
+	c.TenantConcurrency = cmp.Or(c.TenantConcurrency, max(1, c.Concurrency/2))
 	c.Streaming = cmp.Or(c.Streaming, StreamingUpdate)
 	c.HistoryTokens = cmp.Or(c.HistoryTokens, 6000)
-	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 20*time.Second)
-	c.TaskCheckInterval = cmp.Or(c.TaskCheckInterval, 10*time.Millisecond)
-	c.TenantConcurrency = cmp.Or(c.TenantConcurrency, max(1, c.Concurrency/2))
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
 	c.EditsPerMinute = cmp.Or(c.EditsPerMinute, 40)
 	c.EditInterval = cmp.Or(c.EditInterval, time.Second)
 	c.PartChars = cmp.Or(c.PartChars, 11000)
 	c.FinalizeTimeout = cmp.Or(c.FinalizeTimeout, 2*time.Minute)
 	c.MaxAge = cmp.Or(c.MaxAge, 10*time.Minute)
-	c.OrphanAfter = cmp.Or(c.OrphanAfter, 3*time.Minute)
 	c.JanitorInterval = cmp.Or(c.JanitorInterval, 30*time.Second)
 	c.AgentCacheTTL = cmp.Or(c.AgentCacheTTL, 30*time.Second)
-	c.RecordTTL = cmp.Or(c.RecordTTL, 48*time.Hour)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
 	return c
-}
-
-// Validate reports the first problem with c.
-func (c Config) Validate() error {
-	switch c.Streaming {
-	case "", StreamingUpdate, StreamingNative:
-	default:
-		return fmt.Errorf("worker: streaming must be %q or %q, got %q", StreamingUpdate, StreamingNative, c.Streaming)
-	}
-	if c.Concurrency < 0 || c.HistoryTokens < 0 || c.MaxAnswerTokens < 0 {
-		return errors.New("worker: concurrency, history_tokens and max_answer_tokens must not be negative")
-	}
-	if c.PartChars != 0 && (c.PartChars < 200 || c.PartChars > 12000) {
-		return fmt.Errorf("worker: part size %d is outside 200..12000", c.PartChars)
-	}
-	return nil
 }
 
 // AgentSource gives a tenant's active agent (ENOTFOUND when it has none).
@@ -142,45 +131,71 @@ type AgentSource interface {
 	ActiveAgent(ctx context.Context, tenantID string) (konstruct.Agent, error)
 }
 
-// ReplyRecorder writes the record of a reply, upserting on tenant + event.
-type ReplyRecorder interface {
+// Records writes the record of a reply, upserting on tenant + event
+// (*store.Store).
+type Records interface {
 	RecordReply(ctx context.Context, r konstruct.Reply) error
 }
 
-// Slack is what a worker does in Slack; *bot.Web satisfies it.
+// Slack is what a worker does in Slack (*bot.Web).
 type Slack interface {
-	PostMessage(ctx context.Context, teamID, channelID, threadTS string, m bot.Msg) (string, error)
-	Update(ctx context.Context, teamID, channelID, ts string, m bot.Msg) error
+	Post(ctx context.Context, teamID, channelID, threadTS string, c konstruct.Content) (string, error)
+	Update(ctx context.Context, teamID, channelID, ts string, c konstruct.Content) error
 	Delete(ctx context.Context, teamID, channelID, ts string) error
-	Replies(ctx context.Context, teamID, channelID, threadTS string) ([]bot.ThreadMessage, error)
+	// Replies reads a thread with readable text and authors.
+	Replies(ctx context.Context, teamID, channelID, threadTS string) ([]konstruct.ThreadMessage, error)
+	// Readable turns a message's markup into what a reader sees.
+	Readable(ctx context.Context, teamID, text string) string
 	UserName(ctx context.Context, teamID, userID string) string
 	StartStream(ctx context.Context, teamID, channelID, threadTS, recipientUser, markdown string) (string, error)
 	AppendStream(ctx context.Context, teamID, channelID, ts, markdown string) error
 	StopStream(ctx context.Context, teamID, channelID, ts, markdown string) error
 }
 
-// LLM streams a chat completion; *llm.Client satisfies it.
+// LLM streams a chat completion (*llm.Client).
 type LLM interface {
 	Stream(ctx context.Context, req llm.Request, onDelta func(delta string) error) (llm.Result, error)
 }
 
-// Engager marks a thread engaged after an answer; *router.Threads satisfies it.
-type Engager interface {
-	Engage(ctx context.Context, tenantID, channelID, threadTS string) error
+// Tasks serves the queued reply tasks (*queue.Queue): it runs h for each,
+// concurrency at a time, until ctx ends, then finishes or hands back what
+// runs and returns.
+type Tasks interface {
+	Serve(ctx context.Context, concurrency int, h func(context.Context, konstruct.ReplyJob, konstruct.Delivery) error) error
 }
 
-// Deps are the services a Server uses. Threads may be nil.
+// States keeps the durable state of replies (*queue.Queue).
+type States interface {
+	// AcquireReply takes the reply's lease; ECONFLICT when another
+	// delivery holds it. lost is called if the lease is lost while held.
+	AcquireReply(ctx context.Context, post konstruct.Post, lost func()) (konstruct.Lease, error)
+	LoadReply(ctx context.Context, post konstruct.Post) (konstruct.ReplyState, bool, error)
+	// SaveReply writes the whole state; StageDone takes the reply out of
+	// the janitor's index.
+	SaveReply(ctx context.Context, st konstruct.ReplyState) error
+	// ClaimPlaceholder records ts unless a placeholder is recorded, and
+	// returns the one that holds.
+	ClaimPlaceholder(ctx context.Context, post konstruct.Post, ts string) (string, error)
+	// Engage marks a thread engaged after an answer.
+	Engage(ctx context.Context, tenantID, channelID, threadTS string) error
+	// DueReplies, ClaimDue and Reschedule are the janitor's index of
+	// replies whose process stopped sending heartbeats.
+	DueReplies(ctx context.Context, n int) ([]konstruct.Post, error)
+	ClaimDue(ctx context.Context, post konstruct.Post) (bool, error)
+	Reschedule(ctx context.Context, post konstruct.Post, at time.Time) error
+}
+
+// Deps are the services a Server uses; all are required.
 type Deps struct {
 	Agents  AgentSource
-	Replies ReplyRecorder
+	Records Records
 	Slack   Slack
 	LLM     LLM
-	Threads Engager
-	Redis   redis.UniversalClient
+	Tasks   Tasks
+	States  States
 }
 
-// Server generates replies. Create it with New; Start serves the queue,
-// Handle answers one job directly.
+// Server generates replies. Run serves the queue; Handle answers one job.
 type Server struct {
 	cfg  Config
 	deps Deps
@@ -188,133 +203,45 @@ type Server struct {
 
 	budgets *budgets
 	agents  *agentCache
-
-	mu       sync.Mutex
-	srv      *asynq.Server
-	started  bool
-	inflight sync.WaitGroup
-	tenants  tenantSlots
+	tenants tenantSlots
 }
 
-// New returns a Server. cfg is expected to be valid (config validates
-// worker.* at load; see Validate); an unknown streaming mode falls back to
-// StreamingUpdate. Missing dependencies are a programming error and panic.
+// New returns a Server. cfg is expected to be valid (Validate); missing
+// dependencies are a programming error and panic.
 func New(cfg Config, deps Deps) *Server {
-	if deps.Agents == nil || deps.Replies == nil || deps.Slack == nil || deps.LLM == nil || deps.Redis == nil {
-		panic("worker: Agents, Replies, Slack, LLM and Redis are required")
-	}
-	if cfg.Streaming != StreamingNative {
-		cfg.Streaming = StreamingUpdate
+	if deps.Agents == nil || deps.Records == nil || deps.Slack == nil || deps.LLM == nil || deps.Tasks == nil || deps.States == nil {
+		panic("worker: every dependency is required")
 	}
 	cfg = cfg.withDefaults()
-	w := &Server{cfg: cfg, deps: deps, log: cfg.Logger.With(slog.String("component", "worker"))}
-	w.budgets = newBudgets(cfg.EditsPerMinute)
-	w.agents = newAgentCache(deps.Agents, cfg.AgentCacheTTL)
-	return w
-}
-
-// Start begins serving the reply queue on asynq's own goroutines and
-// returns. It never traps signals: the caller's Shutdown ends it.
-func (w *Server) Start() error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.started {
-		return errors.New("worker: already started")
-	}
-	if w.cfg.RedisOpt == nil {
-		return errors.New("worker: no Redis connection for the queue")
-	}
-	srv := asynq.NewServer(w.cfg.RedisOpt, asynq.Config{
-		Concurrency:       w.cfg.Concurrency,
-		Queues:            map[string]int{w.cfg.Queue: 1},
-		ShutdownTimeout:   w.cfg.ShutdownTimeout,
-		TaskCheckInterval: w.cfg.TaskCheckInterval,
-		// Tasks deferred for their tenant's share or a lock come back after
-		// a second or so, not asynq's default of up to 5 s.
-		DelayedTaskCheckInterval: time.Second,
-		RetryDelayFunc:           retryDelay,
-		// Another delivery holding the reply's lock, or the tenant at its
-		// share of the workers, is not a failure: wait without using up the
-		// task's retries.
-		IsFailure: func(err error) bool { return !deferred(err) },
-		Logger:    asynqLogger{w.log.With(slog.String("component", "asynq"))},
-		LogLevel:  asynq.WarnLevel,
-		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
-			if deferred(err) {
-				return
-			}
-			n, _ := asynq.GetRetryCount(ctx)
-			w.log.LogAttrs(ctx, slog.LevelWarn, "reply task failed", slog.String("error", err.Error()), slog.Int("retry", n))
-		}),
-	})
-	mux := asynq.NewServeMux()
-	mux.HandleFunc(konstruct.TaskReplyGenerate, w.processTask)
-	if err := srv.Start(mux); err != nil {
-		return fmt.Errorf("start worker: %w", err)
-	}
-	w.srv, w.started = srv, true
-	return nil
-}
-
-// Shutdown stops taking tasks, lets in-flight replies finish within
-// ShutdownTimeout and hands the others back to the queue (their progress
-// records let the next delivery resume in the same placeholder). It is safe
-// to call more than once and without Start.
-func (w *Server) Shutdown() {
-	w.mu.Lock()
-	srv := w.srv
-	w.srv = nil
-	w.mu.Unlock()
-	if srv != nil {
-		srv.Shutdown()
-	}
-	// asynq cancels the context of the tasks it handed back but does not
-	// wait for their handlers; wait here so nothing writes after Shutdown.
-	done := make(chan struct{})
-	go func() { w.inflight.Wait(); close(done) }()
-	t := time.NewTimer(10 * time.Second)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
-		w.log.Warn("reply handlers still running after shutdown")
+	return &Server{
+		cfg:     cfg,
+		deps:    deps,
+		log:     cfg.Logger.With(slog.String("component", "worker")),
+		budgets: newBudgets(cfg.EditsPerMinute),
+		agents:  newAgentCache(deps.Agents, cfg.AgentCacheTTL),
 	}
 }
 
-// retryDelay retries soon: a reply nobody sees for minutes is worth little,
-// and MaxAge ends the attempts. A reply locked by another delivery (or by a
-// crashed process, until the lock expires) is looked at again a bit later.
-func retryDelay(n int, err error, _ *asynq.Task) time.Duration {
-	if errors.Is(err, errTenantBusy) {
-		return 500 * time.Millisecond
-	}
-	if errors.Is(err, errLocked) {
-		return lockTTL / 4
-	}
-	d := 2 * time.Second << min(n, 4)
-	return min(d, 30*time.Second)
+// Run serves the reply tasks and runs the janitor until ctx ends; then it
+// stops taking tasks, lets in-flight replies finish or hands them back to
+// the queue (their state lets the next delivery resume in the same
+// placeholder), and returns.
+func (w *Server) Run(ctx context.Context) error {
+	var g errgroup.Group
+	g.Go(func() error { return w.deps.Tasks.Serve(ctx, w.cfg.Concurrency, w.processTask) })
+	g.Go(func() error { w.runJanitor(ctx); return nil })
+	return g.Wait()
 }
 
-func (w *Server) processTask(ctx context.Context, t *asynq.Task) error {
-	var job konstruct.ReplyJob
-	if err := json.Unmarshal(t.Payload(), &job); err != nil {
-		return fmt.Errorf("decode reply job: %w: %w", err, asynq.SkipRetry)
-	}
+func (w *Server) processTask(ctx context.Context, job konstruct.ReplyJob, d konstruct.Delivery) error {
 	tenant := job.Message.TenantID
 	if !w.tenants.acquire(tenant, w.cfg.TenantConcurrency) {
 		w.cfg.Metrics.Deferred()
-		return errTenantBusy
+		return &konstruct.DeferError{After: 500 * time.Millisecond, Reason: "tenant at its share of the workers"}
 	}
 	defer w.tenants.release(tenant)
-	return w.Handle(ctx, job)
+	return w.Handle(ctx, job, d)
 }
-
-// errTenantBusy defers a task whose tenant already uses its share of this
-// process's workers.
-var errTenantBusy = errors.New("tenant at its share of the workers")
-
-// deferred reports whether err only postpones the task.
-func deferred(err error) bool { return errors.Is(err, errLocked) || errors.Is(err, errTenantBusy) }
 
 // tenantSlots counts the replies each tenant is generating in this process.
 type tenantSlots struct {
@@ -342,15 +269,6 @@ func (s *tenantSlots) release(tenant string) {
 		delete(s.active, tenant)
 	}
 }
-
-// asynqLogger sends asynq's logs to slog.
-type asynqLogger struct{ l *slog.Logger }
-
-func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...)) }
-func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...)) }
-func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...)) }
-func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...)) }
-func (a asynqLogger) Fatal(args ...any) { a.l.Error(fmt.Sprint(args...)) }
 
 // agentCache keeps each tenant's agent briefly: a reply burst in one tenant
 // costs one query, and an edited persona shows within the TTL.

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/konstruct/konstruct"
 	"github.com/konstruct/konstruct/llm/llmfake"
 )
@@ -72,10 +70,10 @@ func TestAnswerWithPersonaRecordedAndEngaged(t *testing.T) {
 		r.MessageTS != job.PlaceholderTS || r.EventID != job.Message.EventID || r.ThreadTS != job.Message.TS {
 		t.Errorf("replies row: %+v", r)
 	}
-	if n := e.threads.count(e.tenant, job.Message.ChannelID, job.Message.TS); n != 1 {
+	if n := e.states.count(e.tenant, job.Message.ChannelID, job.Message.TS); n != 1 {
 		t.Errorf("thread engaged %d times, want 1", n)
 	}
-	if ok, err := e.threads.Engaged(ctxT(t), e.tenant, job.Message.ChannelID, job.Message.TS); err != nil || !ok {
+	if ok, err := e.q.Engaged(ctxT(t), e.tenant, job.Message.ChannelID, job.Message.TS); err != nil || !ok {
 		t.Errorf("router does not see the thread engaged: %v %v", ok, err)
 	}
 
@@ -94,9 +92,9 @@ func TestLLMDownLeavesAHumanError(t *testing.T) {
 	e := newEnv(t)
 	e.fakes[0].SetHandler(func(llmfake.ChatRequest) llmfake.Reply { return llmfake.Reply{Status: 503} })
 	job := e.mention("are you there?", "")
-	err := e.w.Handle(deadline(t, 30*time.Second), job)
-	if !errors.Is(err, asynq.SkipRetry) || konstruct.ErrorCode(err) != konstruct.EUNAVAILABLE {
-		t.Fatalf("Handle = %v, want an EUNAVAILABLE SkipRetry", err)
+	err := e.w.Handle(deadline(t, 30*time.Second), job, firstTry)
+	if !errors.Is(err, konstruct.ErrNoRetry) || konstruct.ErrorCode(err) != konstruct.EUNAVAILABLE {
+		t.Fatalf("Handle = %v, want an EUNAVAILABLE not to be retried", err)
 	}
 	answers := e.answers(job)
 	if len(answers) != 1 || answers[0].Text != textLLMDown {
@@ -108,7 +106,7 @@ func TestLLMDownLeavesAHumanError(t *testing.T) {
 		t.Errorf("rows: %+v", rows)
 	}
 	// Nothing is left for the janitor.
-	if n, _ := e.rdb.Client.ZCard(ctxT(t), e.w.inflightKey()).Result(); n != 0 {
-		t.Errorf("%d replies still in flight", n)
+	if due, err := e.q.DueReplies(ctxT(t), 10); err != nil || len(due) != 0 {
+		t.Errorf("replies left for the janitor: %v, %v", due, err)
 	}
 }

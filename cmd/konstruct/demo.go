@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/konstruct/konstruct"
@@ -23,7 +22,7 @@ import (
 	"github.com/konstruct/konstruct/llm"
 	"github.com/konstruct/konstruct/llm/llmfake"
 	"github.com/konstruct/konstruct/migrations"
-	"github.com/konstruct/konstruct/router"
+	"github.com/konstruct/konstruct/queue"
 	"github.com/konstruct/konstruct/slacksim"
 	"github.com/konstruct/konstruct/store"
 )
@@ -252,13 +251,12 @@ func (a *app) cleanRedis(cfg *config.Config) {
 
 // deleteRedisPrefix deletes the demo's keys and queue.
 func deleteRedisPrefix(ctx context.Context, redisURL, prefix string) error {
-	opt, err := redis.ParseURL(redisURL)
+	q, err := queue.Open(queue.Config{URL: redisURL, Prefix: prefix})
 	if err != nil {
 		return err
 	}
-	rdb := redis.NewClient(opt)
-	defer rdb.Close()
-	return router.Purge(ctx, rdb, prefix)
+	defer q.Close()
+	return q.Purge(ctx)
 }
 
 // demoChat is the terminal side: lines typed become Slack messages, and the

@@ -7,13 +7,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/konstruct/konstruct"
 	"github.com/konstruct/konstruct/bot"
 	"github.com/konstruct/konstruct/config"
 	"github.com/konstruct/konstruct/llm"
+	"github.com/konstruct/konstruct/queue"
 	"github.com/konstruct/konstruct/secret"
 	"github.com/konstruct/konstruct/store"
 )
@@ -117,28 +117,31 @@ func (a *app) doctor(cmd *cobra.Command) []check {
 		}
 	}
 
-	// Redis.
-	if ropt, err := redis.ParseURL(cfg.Redis.URL); err != nil {
+	// Redis: reachable, and keeping what it is given.
+	if q, err := queue.Open(queue.Config{URL: cfg.Redis.URL, Prefix: cfg.Redis.Prefix}); err != nil {
 		add(check{Name: "redis", Detail: "redis.url: " + err.Error(), Fix: "set redis.url to redis://host:port/db"})
 	} else {
-		rdb := redis.NewClient(ropt)
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		err := rdb.Ping(cctx).Err()
-		var policy string
+		err := q.Ping(cctx)
+		var dur queue.Durability
+		var durErr error
 		if err == nil {
-			if v, perr := rdb.ConfigGet(cctx, "maxmemory-policy").Result(); perr == nil {
-				policy = v["maxmemory-policy"]
-			}
+			dur, durErr = q.Durability(cctx)
 		}
 		cancel()
-		_ = rdb.Close()
+		_ = q.Close()
 		switch {
 		case err != nil:
 			add(check{Name: "redis", Detail: err.Error(), Fix: "check redis.url and that Redis is running"})
-		case policy != "" && policy != "noeviction":
-			add(check{Name: "redis", Detail: "maxmemory-policy is " + policy + ": queued replies could be evicted", Fix: "set maxmemory-policy noeviction in redis.conf"})
+		case durErr != nil:
+			add(check{Name: "redis", OK: true, Detail: "reachable; persistence not checked (CONFIG GET refused): make sure AOF is on and maxmemory-policy is noeviction"})
+		case len(dur.Problems()) > 0:
+			for _, p := range dur.Problems() {
+				detail, fix, _ := strings.Cut(p, "; ")
+				add(check{Name: "redis", Detail: detail, Fix: fix})
+			}
 		default:
-			add(check{Name: "redis", OK: true, Detail: "reachable"})
+			add(check{Name: "redis", OK: true, Detail: fmt.Sprintf("reachable; appendonly %s, maxmemory-policy %s", map[bool]string{true: "yes", false: "no (RDB snapshots)"}[dur.AOF], dur.EvictionPolicy)})
 		}
 	}
 

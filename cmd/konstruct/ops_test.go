@@ -80,8 +80,9 @@ func TestDoctor(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpts{})
 	_, ws := e.seed("doc")
-
-	r := cli(t, e.vars, "doctor")
+	// A healthy setup has a Redis that keeps what it is given.
+	durable := testenv.StartRedisServer(t)
+	r := cli(t, e.with("KONSTRUCT_REDIS_URL", durable.URL), "doctor")
 	if r.err != nil {
 		t.Fatalf("doctor on a healthy setup: %s\n%s", r.line(), r.stdout)
 	}
@@ -91,10 +92,18 @@ func TestDoctor(t *testing.T) {
 		}
 	}
 
+	// A Redis without persistence (the test machine's shared one keeps
+	// nothing on disk) fails, with the fix.
+	r = cli(t, e.vars, "doctor")
+	if r.err == nil || !regexp.MustCompile(`(?m)^redis\s+FAIL\s+Redis keeps nothing on disk`).MatchString(r.stdout) ||
+		!strings.Contains(r.stdout, "→ fix: set `appendonly yes`") {
+		t.Errorf("doctor with a Redis that persists nothing: %q\n%s", r.line(), r.stdout)
+	}
+
 	e.sim.RevokeToken(ws.BotToken)
 	dead := "http://" + freeAddr(t) + "/v1/"
 	start := time.Now()
-	r = cli(t, e.with("KONSTRUCT_LLM_BASE_URL", dead), "doctor")
+	r = cli(t, e.with("KONSTRUCT_LLM_BASE_URL", dead, "KONSTRUCT_REDIS_URL", durable.URL), "doctor")
 	t.Logf("doctor with failures took %v:\n%s", time.Since(start).Round(time.Millisecond), r.stdout)
 	if r.err == nil {
 		t.Fatal("doctor passed with a revoked token and no LLM")

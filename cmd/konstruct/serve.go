@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
-	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
@@ -22,6 +20,7 @@ import (
 	"github.com/konstruct/konstruct/config"
 	"github.com/konstruct/konstruct/llm"
 	"github.com/konstruct/konstruct/metrics"
+	"github.com/konstruct/konstruct/queue"
 	"github.com/konstruct/konstruct/router"
 	"github.com/konstruct/konstruct/secret"
 	"github.com/konstruct/konstruct/store"
@@ -105,13 +104,11 @@ type daemonT struct {
 	hooks   daemonHooks
 	metrics *metrics.Metrics
 	store   *store.Store
-	rdb     *redis.Client
+	queue   *queue.Queue
 	web     *bot.Web
 	manager *bot.Manager
 	router  *router.Router
 	worker  *worker.Server
-	insp    *asynq.Inspector
-	enq     *router.AsynqEnqueuer
 	httpLn  net.Listener
 	// loaded is set once the manager has read the workspaces: until then
 	// an empty socket list says nothing and /readyz is not ready.
@@ -143,48 +140,28 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 	if err := d.store.CheckRole(ctx); err != nil {
 		return nil, err
 	}
-	ropt, err := redis.ParseURL(cfg.Redis.URL)
-	if err != nil {
+	if d.queue, err = queue.Open(queue.Config{
+		URL:             cfg.Redis.URL,
+		Prefix:          cfg.Redis.Prefix,
+		EngagedTTL:      cfg.Threads.EngagedTTL,
+		RatePerMinute:   cfg.RateLimit.PerMinute,
+		ShutdownTimeout: d.hooks.ShutdownTimeout,
+		Logger:          logger,
+	}); err != nil {
 		return nil, fmt.Errorf("redis.url: %w", err)
 	}
-	// The router runs many goroutines that each make a few round trips;
-	// go-redis' default pool (10 per CPU) would make them queue for a conn.
-	ropt.PoolSize = max(ropt.PoolSize, 128)
-	d.rdb = redis.NewClient(ropt)
-	aopt, err := asynq.ParseRedisURI(cfg.Redis.URL)
-	if err != nil {
-		return nil, fmt.Errorf("redis.url: %w", err)
-	}
-	queue := cfg.Redis.Prefix + "replies"
-	threads := router.NewThreads(d.rdb, cfg.Redis.Prefix, cfg.Threads.EngagedTTL)
 
 	d.web = bot.NewWeb(bot.WebConfig{
 		APIURL:     cfg.Slack.APIURL,
 		HTTPClient: d.hooks.HTTPClient,
 		Source:     d.store.ActiveWorkspaces,
 		OnCall: func(method string, _ time.Duration, err error) {
-			_, limited := bot.RetryAfter(err)
+			_, limited := konstruct.RetryAfter(err)
 			d.metrics.SlackCall(method, err, limited)
 		},
 	})
 
 	if r.gateway {
-		d.enq = router.NewAsynqEnqueuer(aopt, queue)
-		d.router = router.New(router.Config{
-			PerMinute:   cfg.RateLimit.PerMinute,
-			Prefix:      cfg.Redis.Prefix,
-			Queue:       queue,
-			Placeholder: "Thinking...",
-			Logger:      logger,
-			Metrics:     d.metrics,
-		}, router.Deps{
-			Tenants:  d.store,
-			Slack:    d.web,
-			Enqueuer: d.enq,
-			Limiter:  router.NewLimiter(d.rdb, cfg.Redis.Prefix, cfg.RateLimit.PerMinute),
-			Redis:    d.rdb,
-			Threads:  threads,
-		})
 		d.manager = bot.NewManager(bot.ManagerConfig{
 			APIURL:                  cfg.Slack.APIURL,
 			ConnectionsPerWorkspace: cfg.Slack.ConnectionsPerWorkspace,
@@ -202,6 +179,15 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 			Logger:     logger,
 			Metrics:    d.metrics,
 			HTTPClient: d.hooks.HTTPClient,
+		})
+		d.router = router.New(router.Config{Logger: logger, Metrics: d.metrics}, router.Deps{
+			Events:   d.manager.Events(),
+			Tenants:  d.store,
+			Slack:    d.web,
+			Claims:   d.queue,
+			Threads:  d.queue,
+			Limiter:  d.queue,
+			Enqueuer: d.queue,
 		})
 	}
 
@@ -224,26 +210,21 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 			return nil, err
 		}
 		d.worker = worker.New(worker.Config{
-			RedisOpt:          aopt,
-			Queue:             queue,
 			Concurrency:       cfg.Worker.Concurrency,
 			TenantConcurrency: cfg.Worker.TenantConcurrency,
 			Streaming:         cfg.Worker.Streaming,
 			HistoryTokens:     cfg.Worker.HistoryTokens,
 			MaxAnswerTokens:   cfg.Worker.MaxAnswerTokens,
-			ShutdownTimeout:   d.hooks.ShutdownTimeout,
-			Prefix:            cfg.Redis.Prefix,
 			Logger:            logger,
 			Metrics:           d.metrics,
 		}, worker.Deps{
 			Agents:  d.store,
-			Replies: d.store,
+			Records: d.store,
 			Slack:   d.web,
 			LLM:     client,
-			Threads: threads,
-			Redis:   d.rdb,
+			Tasks:   d.queue,
+			States:  d.queue,
 		})
-		d.insp = asynq.NewInspector(aopt)
 	}
 
 	if d.httpLn, err = (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.HTTP.Addr); err != nil {
@@ -263,34 +244,35 @@ func (d *daemonT) Run(ctx context.Context) error {
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- srv.Serve(d.httpLn) }()
 
-	// Pieces that stop when ctx ends.
+	// Pieces that stop when ctx ends, and the stop order: sockets first
+	// (Slack routes new events to other connections or redelivers them),
+	// then the router drains what was acked, then the workers finish or
+	// hand back their tasks.
 	var g errgroup.Group
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBG()
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
 
-	if d.worker != nil {
-		if err := d.worker.Start(); err != nil {
-			return fmt.Errorf("start workers: %w", err)
-		}
-		g.Go(func() error { d.worker.RunJanitor(bg); return nil })
-	}
 	var gateway errgroup.Group
 	if d.manager != nil {
-		sockCtx, stopSockets := context.WithCancel(ctx)
-		defer stopSockets()
-		gateway.Go(func() error { return d.manager.Run(sockCtx) })
+		gateway.Go(func() error { return d.manager.Run(ctx) })
 		// The router drains the manager's queue until the manager closes it.
-		gateway.Go(func() error { return d.router.Run(bg, d.manager.Events()) })
+		gateway.Go(func() error { return d.router.Run(ctx) })
 		g.Go(func() error {
-			err := d.store.ListenWorkspaces(sockCtx, d.manager.Trigger)
+			err := d.store.ListenWorkspaces(ctx, d.manager.Trigger)
 			if err != nil && ctx.Err() == nil {
 				log.Warn("workspace notifications stopped; relying on periodic reconcile", "error", err)
 			}
 			return nil
 		})
 	}
+	workerDone := make(chan error, 1)
 	if d.worker != nil {
+		go func() { workerDone <- d.worker.Run(workCtx) }()
 		g.Go(func() error { d.watchQueue(bg); return nil })
+	} else {
+		workerDone <- nil
 	}
 	g.Go(func() error { d.watchdog(bg); return nil })
 
@@ -312,13 +294,12 @@ func (d *daemonT) Run(ctx context.Context) error {
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
-		if d.manager != nil {
-			if err := gateway.Wait(); err != nil && !errors.Is(err, context.Canceled) {
-				log.Error("gateway stopped", "error", err)
-			}
+		if err := gateway.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("gateway stopped", "error", err)
 		}
-		if d.worker != nil {
-			d.worker.Shutdown()
+		stopWork()
+		if err := <-workerDone; err != nil {
+			log.Error("workers stopped", "error", err)
 		}
 	}()
 	select {
@@ -339,14 +320,8 @@ func (d *daemonT) close() {
 	if d.httpLn != nil {
 		_ = d.httpLn.Close()
 	}
-	if d.insp != nil {
-		_ = d.insp.Close()
-	}
-	if d.enq != nil {
-		_ = d.enq.Close()
-	}
-	if d.rdb != nil {
-		_ = d.rdb.Close()
+	if d.queue != nil {
+		_ = d.queue.Close()
 	}
 	if d.store != nil {
 		d.store.Close()
@@ -369,7 +344,7 @@ func (d *daemonT) readiness(ctx context.Context) readiness {
 	if err := d.store.Ping(ctx); err != nil {
 		r.Ready, r.Postgres = false, "unreachable"
 	}
-	if err := d.rdb.Ping(ctx).Err(); err != nil {
+	if err := d.queue.Ping(ctx); err != nil {
 		r.Ready, r.Redis = false, "unreachable"
 	}
 	if d.manager != nil {
@@ -419,7 +394,7 @@ func (d *daemonT) watchdog(ctx context.Context) {
 			return
 		case <-t.C:
 			pctx, cancel := context.WithTimeout(ctx, interval/4)
-			healthy := d.store.Ping(pctx) == nil && d.rdb.Ping(pctx).Err() == nil
+			healthy := d.store.Ping(pctx) == nil && d.queue.Ping(pctx) == nil
 			cancel()
 			if healthy {
 				_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
@@ -432,7 +407,6 @@ func (d *daemonT) watchdog(ctx context.Context) {
 
 // watchQueue publishes the reply queue's size by state.
 func (d *daemonT) watchQueue(ctx context.Context) {
-	insp := d.insp
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	for {
@@ -440,11 +414,11 @@ func (d *daemonT) watchQueue(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			info, err := insp.GetQueueInfo(d.cfg.Redis.Prefix + "replies")
+			st, err := d.queue.Stats(ctx)
 			if err != nil {
 				continue
 			}
-			for state, n := range map[string]int{"pending": info.Pending, "active": info.Active, "scheduled": info.Scheduled, "retry": info.Retry, "archived": info.Archived} {
+			for state, n := range map[string]int{"pending": st.Pending, "active": st.Active, "scheduled": st.Scheduled, "retry": st.Retry, "archived": st.Archived} {
 				d.metrics.QueueSize.WithLabelValues(state).Set(float64(n))
 			}
 		}

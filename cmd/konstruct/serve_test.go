@@ -6,15 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os/exec"
 	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
+	"github.com/konstruct/konstruct/internal/testenv"
 	"github.com/konstruct/konstruct/llm/llmfake"
 	"github.com/konstruct/konstruct/slacksim"
 )
@@ -347,54 +345,14 @@ func parseMetrics(t *testing.T, body string) map[string][]sample {
 	return out
 }
 
-// privateRedis is a redis-server of the test's own, so it can be stopped.
-type privateRedis struct {
-	t    *testing.T
-	port string
-	cmd  *exec.Cmd
-}
-
-func startPrivateRedis(t *testing.T, port string) *privateRedis {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server is not installed: the /readyz-follows-Redis test needs a Redis it may stop (apt-get install redis-server)")
-	}
-	p := &privateRedis{t: t, port: port}
-	p.cmd = exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--loglevel", "warning")
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
-	}
-	t.Cleanup(p.stop)
-	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + port})
-	defer c.Close()
-	waitFor(t, 10*time.Second, "redis-server to answer", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		return c.Ping(ctx).Err() == nil
-	})
-	return p
-}
-
-func (p *privateRedis) stop() {
-	if p.cmd == nil {
-		return
-	}
-	_ = p.cmd.Process.Kill()
-	_ = p.cmd.Wait()
-	p.cmd = nil
-}
-
 // TestReadyzFollowsRedis: /readyz is 503 while Redis is down and 200 once
 // it is back, without a restart.
 func TestReadyzFollowsRedis(t *testing.T) {
 	t.Parallel()
-	addr := freeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	rs := startPrivateRedis(t, port)
+	rs := testenv.StartRedisServer(t)
 	e := newEnv(t, envOpts{})
 	_, ws := e.seed("ready")
-	d := startDaemon(t, e.with("KONSTRUCT_REDIS_URL", "redis://"+addr+"/0"), roles{gateway: true, worker: true}, 2*time.Second)
+	d := startDaemon(t, e.with("KONSTRUCT_REDIS_URL", rs.URL), roles{gateway: true, worker: true}, 2*time.Second)
 	waitFor(t, 10*time.Second, "sockets", func() bool { return e.sim.Connections(ws.AppID) >= 2 })
 
 	status := func() (int, readiness) {
@@ -407,7 +365,7 @@ func TestReadyzFollowsRedis(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "ready", func() bool { c, _ := status(); return c == 200 })
 
-	rs.stop()
+	rs.Stop()
 	waitFor(t, 10*time.Second, "/readyz 503 with Redis stopped", func() bool {
 		c, rd := status()
 		return c == 503 && !rd.Ready && rd.Redis == "unreachable" && rd.Postgres == "ok"
@@ -416,6 +374,6 @@ func TestReadyzFollowsRedis(t *testing.T) {
 		t.Errorf("/healthz = %d while Redis is down: the process is alive", code)
 	}
 
-	startPrivateRedis(t, port)
+	rs.Start()
 	waitFor(t, 15*time.Second, "/readyz 200 with Redis back", func() bool { c, _ := status(); return c == 200 })
 }

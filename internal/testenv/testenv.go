@@ -23,6 +23,7 @@ import (
 
 	"github.com/konstruct/konstruct"
 	"github.com/konstruct/konstruct/migrations"
+	"github.com/konstruct/konstruct/queue"
 	"github.com/konstruct/konstruct/secret"
 	"github.com/konstruct/konstruct/store"
 )
@@ -173,4 +174,17 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// NewQueue opens a queue.Queue on r's Redis and prefix (closed when the
+// test ends); cfg's URL and Prefix are filled in.
+func (r *Redis) NewQueue(t testing.TB, cfg queue.Config) *queue.Queue {
+	t.Helper()
+	cfg.URL, cfg.Prefix = r.URL, r.Prefix
+	q, err := queue.Open(cfg)
+	if err != nil {
+		t.Fatalf("testenv: open queue: %v", err)
+	}
+	t.Cleanup(func() { _ = q.Close() })
+	return q
 }

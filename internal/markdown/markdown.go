@@ -1,4 +1,9 @@
-package worker
+// Package markdown is the one place that parses the Markdown the model
+// writes: it splits a long answer into message-sized parts at paragraph and
+// code-fence boundaries, closes a fence left open in a partial answer, and
+// derives the plain text Slack shows in notifications. The worker splits and
+// streams with it; the Slack edge (bot) derives the plain text.
+package markdown
 
 import (
 	"regexp"
@@ -62,9 +67,9 @@ func openFenceAtEnd(s string) *fence {
 	return open
 }
 
-// closeOpenFence closes a code fence left open, so that a partial answer
+// CloseOpenFence closes a code fence left open, so that a partial answer
 // shown while it streams renders as code rather than swallowing the rest.
-func closeOpenFence(s string) string {
+func CloseOpenFence(s string) string {
 	if f := openFenceAtEnd(s); f != nil {
 		if !strings.HasSuffix(s, "\n") {
 			s += "\n"
@@ -89,12 +94,12 @@ type cutPoint struct {
 	open  *fence // fence open at pos
 }
 
-// splitMarkdown cuts Markdown into parts of at most limit characters,
+// Split cuts Markdown into parts of at most limit characters,
 // preferring paragraph boundaries, then line boundaries inside code blocks
 // (the block is closed at the end of one part and reopened, language kept,
 // at the start of the next), then any line boundary, then a space, and only
 // as a last resort the middle of a word.
-func splitMarkdown(text string, limit int) []string {
+func Split(text string, limit int) []string {
 	text = strings.TrimSpace(text)
 	if text == "" {
 		return nil
@@ -204,7 +209,7 @@ func cutOnce(body string, minPos, limit int) (part, rest string, open *fence) {
 		room -= 1 + utf8.RuneCountInString(lastFit.open.marker)
 	}
 	start := max(lastFit.pos, minPos)
-	cut := byteOffsetOfRune(body[start:], max(room-(start-lastFit.pos), 1)) + start
+	cut := RuneOffset(body[start:], max(room-(start-lastFit.pos), 1)) + start
 	if sp := strings.LastIndexAny(body[start:cut], " \t"); sp > 0 {
 		cut = start + sp + 1
 	}
@@ -220,9 +225,9 @@ func finishCut(body string, pos int, open *fence) (string, string, *fence) {
 	return part, body[pos:], nil
 }
 
-// byteOffsetOfRune returns the byte offset of the n-th rune of s (len(s) if
+// RuneOffset returns the byte offset of the n-th rune of s (len(s) if
 // s is shorter).
-func byteOffsetOfRune(s string, n int) int {
+func RuneOffset(s string, n int) int {
 	i := 0
 	for off := range s {
 		if i == n {
@@ -241,10 +246,10 @@ var (
 	mdInlineTik = regexp.MustCompile("`([^`\n]+)`")
 )
 
-// plainText is the notification/fallback text of a Markdown answer: the
+// Plain is the notification/fallback text of a Markdown answer: the
 // same words without Markdown syntax, so nothing raw shows where Slack
 // displays the text instead of the block.
-func plainText(md string) string {
+func Plain(md string) string {
 	var b strings.Builder
 	inFence := (*fence)(nil)
 	for _, line := range strings.Split(md, "\n") {

@@ -1,4 +1,4 @@
-package worker
+package markdown
 
 import (
 	"fmt"
@@ -33,7 +33,7 @@ func tail(s string) string {
 
 func TestSplitMarkdownShortIsOnePart(t *testing.T) {
 	t.Parallel()
-	got := splitMarkdown("  hello **world**\n", 100)
+	got := Split("  hello **world**\n", 100)
 	if len(got) != 1 || got[0] != "hello **world**" {
 		t.Fatalf("got %q", got)
 	}
@@ -46,7 +46,7 @@ func TestSplitMarkdownParagraphs(t *testing.T) {
 		paras = append(paras, fmt.Sprintf("Paragraph %d. %s", i, strings.TrimSpace(strings.Repeat("word ", 40))))
 	}
 	text := strings.Join(paras, "\n\n")
-	parts := splitMarkdown(text, 1000)
+	parts := Split(text, 1000)
 	checkParts(t, parts, 1000)
 	if len(parts) < 8 {
 		t.Fatalf("%d parts", len(parts))
@@ -71,7 +71,7 @@ func TestSplitMarkdownCodeFenceReopenedWithLanguage(t *testing.T) {
 		fmt.Fprintf(&b, "print('line %03d')\n", i)
 	}
 	b.WriteString("```\n\nThat's all.")
-	parts := splitMarkdown(b.String(), 1500)
+	parts := Split(b.String(), 1500)
 	checkParts(t, parts, 1500)
 	if len(parts) < 3 {
 		t.Fatalf("%d parts", len(parts))
@@ -101,7 +101,7 @@ func TestSplitMarkdownCodeFenceReopenedWithLanguage(t *testing.T) {
 func TestSplitMarkdownLongLine(t *testing.T) {
 	t.Parallel()
 	text := strings.Repeat("abcdefghij ", 500) + strings.Repeat("é", 3000)
-	parts := splitMarkdown(text, 700)
+	parts := Split(text, 700)
 	checkParts(t, parts, 700)
 	if got := strings.Join(parts, ""); strings.ReplaceAll(got, " ", "") != strings.ReplaceAll(strings.TrimSpace(text), " ", "") {
 		t.Error("characters lost or added")
@@ -111,7 +111,7 @@ func TestSplitMarkdownLongLine(t *testing.T) {
 func TestSplitMarkdownTildeAndNestedBackticks(t *testing.T) {
 	t.Parallel()
 	text := "intro\n\n~~~~md\n" + strings.Repeat("```go\nx := 1\n```\n", 100) + "~~~~\n\nend"
-	parts := splitMarkdown(text, 500)
+	parts := Split(text, 500)
 	checkParts(t, parts, 500)
 	for i, p := range parts[1 : len(parts)-1] {
 		if !strings.HasPrefix(p, "~~~~md\n") {
@@ -123,37 +123,19 @@ func TestSplitMarkdownTildeAndNestedBackticks(t *testing.T) {
 func TestPlainText(t *testing.T) {
 	t.Parallel()
 	md := "# Title\n\nSome **bold** and `code` and [a link](https://x.test).\n\n```go\nfmt.Println(\"hi\")\n```\n- item ~~gone~~"
-	got := plainText(md)
+	got := Plain(md)
 	want := "Title\n\nSome bold and code and a link (https://x.test).\n\nfmt.Println(\"hi\")\n- item gone"
 	if got != want {
-		t.Errorf("plainText:\n%q\nwant\n%q", got, want)
+		t.Errorf("Plain:\n%q\nwant\n%q", got, want)
 	}
 }
 
 func TestCloseOpenFence(t *testing.T) {
 	t.Parallel()
-	if got := closeOpenFence("a\n```js\nlet x"); got != "a\n```js\nlet x\n```" {
+	if got := CloseOpenFence("a\n```js\nlet x"); got != "a\n```js\nlet x\n```" {
 		t.Errorf("got %q", got)
 	}
-	if got := closeOpenFence("a\n```\nx\n```"); got != "a\n```\nx\n```" {
+	if got := CloseOpenFence("a\n```\nx\n```"); got != "a\n```\nx\n```" {
 		t.Errorf("closed fence changed: %q", got)
-	}
-}
-
-func TestTSBefore(t *testing.T) {
-	t.Parallel()
-	for _, c := range []struct {
-		a, b string
-		want bool
-	}{
-		{"1700000000.000100", "1700000000.000200", true},
-		{"1700000000.000200", "1700000000.000100", false},
-		{"999999999.9", "1000000000.0", true},
-		{"1700000000.1", "1700000000.000200", false},
-		{"1700000000.000100", "1700000000.000100", false},
-	} {
-		if got := tsBefore(c.a, c.b); got != c.want {
-			t.Errorf("tsBefore(%s, %s) = %v", c.a, c.b, got)
-		}
 	}
 }

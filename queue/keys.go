@@ -1,0 +1,65 @@
+package queue
+
+import (
+	"strings"
+
+	"github.com/konstruct/konstruct"
+)
+
+// The key layout: every key Konstruct keeps in Redis, who writes it, who
+// reads it and how long it lives. Nothing else in the product formats a
+// Redis key. Prefix rule: every key starts with redis.prefix ({p} below,
+// "" by default), so that several installs or test runs share one Redis;
+// a tenant's keys continue with its id ({t}), so one tenant's state can be
+// found, counted or removed alone. A post is {team}:{channel}:{ts}.
+//
+//	key                                  type    written by         read by         TTL
+//	{p}{t}:event:{event_id}              string  router (claim)     router          DedupeTTL (24 h)
+//	{p}{t}:post:{team}:{channel}:{ts}    string  router (claim)     router          DedupeTTL (24 h)
+//	{p}{t}:engaged:{channel}:{thread}    string  worker (answered)  router          threads.engaged_ttl
+//	{p}{t}:ratelimit:{channel}           string  router (GCRA)      router          ≤ 1 min (redis_rate)
+//	{p}{t}:reply:{team}:{channel}:{ts}   hash    worker, janitor    worker, janitor ReplyTTL (48 h)
+//	… same …:lock                        string  worker, janitor    worker, janitor LockTTL (45 s), extended while held
+//	{p}replies:inflight                  zset    worker (heartbeat) janitor         none; members leave when done
+//	asynq:{{p}replies}:…                 asynq   Enqueue, Serve     Serve, Inspect  asynq's own (tasks kept TaskRetention)
+//
+// The claim keys hold the event id that took them; the reply hash holds a
+// konstruct.ReplyState; the inflight set scores each unfinished reply's
+// post (konstruct.Post.String) by the Unix ms at which, without a
+// heartbeat, the janitor may take it over.
+type keys struct{ prefix string }
+
+func (k keys) tenant(tenantID, kind string) string {
+	return k.prefix + tenantID + ":" + kind + ":"
+}
+
+func postSuffix(p konstruct.Post) string { return p.TeamID + ":" + p.ChannelID + ":" + p.TS }
+
+func (k keys) event(tenantID, eventID string) string { return k.tenant(tenantID, "event") + eventID }
+func (k keys) post(p konstruct.Post) string          { return k.tenant(p.TenantID, "post") + postSuffix(p) }
+func (k keys) engaged(tenantID, channelID, threadTS string) string {
+	return k.tenant(tenantID, "engaged") + channelID + ":" + threadTS
+}
+func (k keys) rateLimit(tenantID, channelID string) string {
+	return k.tenant(tenantID, "ratelimit") + channelID
+}
+func (k keys) reply(p konstruct.Post) string     { return k.tenant(p.TenantID, "reply") + postSuffix(p) }
+func (k keys) replyLock(p konstruct.Post) string { return k.reply(p) + ":lock" }
+func (k keys) inflight() string                  { return k.prefix + "replies:inflight" }
+
+// Queue is the asynq queue of reply tasks.
+func (k keys) queue() string { return k.prefix + "replies" }
+
+// taskID is the asynq task id of the reply to a post: the twins and retries
+// of one post, and a second daemon on the same app, all map to one task.
+func taskID(p konstruct.Post) string { return "reply:" + p.String() }
+
+// parsePost reverses konstruct.Post.String (the inflight set's members).
+func parsePost(s string) (konstruct.Post, bool) {
+	parts := strings.Split(s, ":")
+	if len(parts) != 4 {
+		return konstruct.Post{}, false
+	}
+	p := konstruct.Post{TenantID: parts[0], TeamID: parts[1], ChannelID: parts[2], TS: parts[3]}
+	return p, p.Valid()
+}

@@ -1,0 +1,186 @@
+// Package queue is Konstruct's one home for Redis: the key layout
+// (keys.go), the router's dedupe claims, engaged threads and rate limits,
+// the reply tasks on an asynq queue and the server that runs them, the
+// durable record of each reply with its lease, and purging an install's
+// keys. It is the only product package that imports go-redis, redis_rate
+// or asynq; the router and the workers declare the small interfaces they
+// need and cmd/konstruct hands them a *Queue.
+//
+// Place in the flow: router → Claim, Engaged, Allow, Enqueue → (asynq) →
+// Serve → worker handler → Acquire/Load/Save/Finish of the reply's state,
+// Engage the thread; the janitor reads Due.
+package queue
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/konstruct/konstruct"
+)
+
+// Config configures a Queue. Zero values take the defaults noted.
+type Config struct {
+	// URL is redis.url (redis://, rediss:// or unix://).
+	URL string
+	// Prefix is redis.prefix: the start of every key and of the queue name.
+	Prefix string
+	// PoolSize is the connection pool (default 128: the router runs many
+	// goroutines that each make a few round trips).
+	PoolSize int
+	// DedupeTTL is how long a claimed event and post are remembered (24 h).
+	DedupeTTL time.Duration
+	// EngagedTTL is the auto-follow window of a thread (threads.engaged_ttl, 30 m).
+	EngagedTTL time.Duration
+	// RatePerMinute is the rate limit per tenant per channel
+	// (ratelimit.per_minute, 30).
+	RatePerMinute int
+	// ReplyTTL is how long a reply's state is kept (48 h).
+	ReplyTTL time.Duration
+	// OrphanAfter is how long a reply may go without a heartbeat before
+	// the janitor may take it over (default 3 m).
+	OrphanAfter time.Duration
+	// TaskCheckInterval is how often an idle Serve polls the queue (default
+	// 10 ms): asynq's own default (1 s, jittered to 0.5–1.5 s) would add up
+	// to 1.5 s before a person sees the answer start.
+	TaskCheckInterval time.Duration
+	// ShutdownTimeout is how long Serve lets running tasks finish after its
+	// context ended before they go back to the queue (default 20 s).
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
+}
+
+// Validate reports the problems of c.
+func (c Config) Validate() error {
+	var errs []error
+	if c.URL == "" {
+		errs = append(errs, errors.New("queue: no Redis URL"))
+	} else if _, err := redis.ParseURL(c.URL); err != nil {
+		errs = append(errs, fmt.Errorf("queue: redis url: %w", err))
+	}
+	if c.RatePerMinute < 0 || c.PoolSize < 0 {
+		errs = append(errs, errors.New("queue: rate and pool size must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) withDefaults() Config {
+	c.PoolSize = cmp.Or(c.PoolSize, 128)
+	c.DedupeTTL = cmp.Or(c.DedupeTTL, 24*time.Hour)
+	c.EngagedTTL = cmp.Or(c.EngagedTTL, 30*time.Minute)
+	c.RatePerMinute = cmp.Or(c.RatePerMinute, 30)
+	c.ReplyTTL = cmp.Or(c.ReplyTTL, 48*time.Hour)
+	c.OrphanAfter = cmp.Or(c.OrphanAfter, 3*time.Minute)
+	c.TaskCheckInterval = cmp.Or(c.TaskCheckInterval, 10*time.Millisecond)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 20*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Queue is an install's Redis: every method is safe for concurrent use.
+type Queue struct {
+	cfg  Config
+	keys keys
+	rdb  redis.UniversalClient
+	log  *slog.Logger
+
+	client  *asynq.Client
+	insp    *asynq.Inspector
+	limiter *limiter
+}
+
+// Open connects (lazily: the first command dials) to the Redis of cfg.
+func Open(cfg Config) (*Queue, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	opt, err := redis.ParseURL(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	opt.PoolSize = max(opt.PoolSize, cfg.PoolSize)
+	return newQueue(cfg, redis.NewClient(opt)), nil
+}
+
+func newQueue(cfg Config, rdb redis.UniversalClient) *Queue {
+	q := &Queue{
+		cfg:    cfg,
+		keys:   keys{prefix: cfg.Prefix},
+		rdb:    rdb,
+		log:    cfg.Logger.With(slog.String("component", "queue")),
+		client: asynq.NewClientFromRedisClient(rdb),
+		insp:   asynq.NewInspectorFromRedisClient(rdb),
+	}
+	q.limiter = newLimiter(rdb, cfg.RatePerMinute)
+	return q
+}
+
+// Close releases the connections.
+func (q *Queue) Close() error {
+	return errors.Join(q.client.Close(), q.insp.Close(), q.rdb.Close())
+}
+
+// Ping checks that Redis answers.
+func (q *Queue) Ping(ctx context.Context) error {
+	if err := q.rdb.Ping(ctx).Err(); err != nil {
+		return unavailable("ping", err)
+	}
+	return nil
+}
+
+// QueueName is the asynq queue of reply tasks (redis.prefix + "replies").
+func (q *Queue) QueueName() string { return q.keys.queue() }
+
+// unavailable wraps a Redis error as EUNAVAILABLE (context errors stay
+// what they are, so a cancelled caller is not told Redis is down).
+func unavailable(what string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return &konstruct.Error{Code: konstruct.EUNAVAILABLE, Message: "Redis is unavailable.", Err: fmt.Errorf("%s: %w", what, err)}
+}
+
+// Durability is what Redis says about keeping what it is given.
+type Durability struct {
+	AOF            bool   // appendonly yes
+	RDB            bool   // save points configured
+	EvictionPolicy string // maxmemory-policy
+}
+
+// Problems lists what would let Redis lose queued work, each with its fix:
+// no persistence at all (a restart of Redis loses every queued reply) or an
+// eviction policy that may drop keys under memory pressure.
+func (d Durability) Problems() []string {
+	var out []string
+	if !d.AOF && !d.RDB {
+		out = append(out, "Redis keeps nothing on disk (appendonly no, no save points): a Redis restart loses queued replies; set `appendonly yes` (and `appendfsync everysec`) in redis.conf")
+	}
+	if d.EvictionPolicy != "" && d.EvictionPolicy != "noeviction" {
+		out = append(out, "maxmemory-policy is "+d.EvictionPolicy+": queued replies could be evicted; set `maxmemory-policy noeviction` in redis.conf")
+	}
+	return out
+}
+
+// Durability asks Redis how it persists and evicts (CONFIG GET). A Redis
+// that refuses CONFIG (managed services often do) gives an error.
+func (q *Queue) Durability(ctx context.Context) (Durability, error) {
+	v, err := q.rdb.ConfigGet(ctx, "*").Result()
+	if err != nil {
+		return Durability{}, unavailable("redis config", err)
+	}
+	return Durability{
+		AOF:            v["appendonly"] == "yes",
+		RDB:            strings.TrimSpace(v["save"]) != "",
+		EvictionPolicy: v["maxmemory-policy"],
+	}, nil
+}

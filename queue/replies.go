@@ -1,0 +1,218 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/konstruct/konstruct"
+)
+
+// LockTTL bounds how long a crashed lease holder blocks the next delivery
+// of its reply; a held lease is extended every LockTTL/3.
+const LockTTL = 45 * time.Second
+
+// replyHash is the reply state as a Redis hash (keys.go: {p}{t}:reply:…).
+type replyHash struct {
+	Stage         string `redis:"stage"`
+	ThreadTS      string `redis:"thread_ts"`
+	EventID       string `redis:"event_id"`
+	PlaceholderTS string `redis:"placeholder_ts"`
+	StreamTS      string `redis:"stream_ts"`
+	FollowUps     string `redis:"follow_ups"` // JSON list
+	Text          string `redis:"text"`
+	Outcome       string `redis:"outcome"`
+	ErrorCode     string `redis:"error_code"`
+	Stats         string `redis:"stats"` // JSON
+}
+
+// LoadReply reads the state of a post's reply; ok is false when it has none.
+func (q *Queue) LoadReply(ctx context.Context, post konstruct.Post) (st konstruct.ReplyState, ok bool, err error) {
+	res := q.rdb.HGetAll(ctx, q.keys.reply(post))
+	if err := res.Err(); err != nil {
+		return st, false, unavailable("read reply state", err)
+	}
+	if len(res.Val()) == 0 {
+		return konstruct.ReplyState{Post: post}, false, nil
+	}
+	var h replyHash
+	if err := res.Scan(&h); err != nil {
+		return st, false, unavailable("read reply state", err)
+	}
+	st = konstruct.ReplyState{
+		Post: post, ThreadTS: h.ThreadTS, EventID: h.EventID, Stage: konstruct.ReplyStage(h.Stage),
+		PlaceholderTS: h.PlaceholderTS, StreamTS: h.StreamTS, Text: h.Text, Outcome: h.Outcome, ErrorCode: h.ErrorCode,
+	}
+	if h.FollowUps != "" {
+		_ = json.Unmarshal([]byte(h.FollowUps), &st.FollowUps)
+	}
+	if h.Stats != "" {
+		_ = json.Unmarshal([]byte(h.Stats), &st.Stats)
+	}
+	return st, true, nil
+}
+
+// SaveReply writes the whole state of a reply (only the lease holder
+// writes), and refreshes its TTL.
+func (q *Queue) SaveReply(ctx context.Context, st konstruct.ReplyState) error {
+	fu, _ := json.Marshal(st.FollowUps)
+	stats, _ := json.Marshal(st.Stats)
+	key := q.keys.reply(st.Post)
+	pipe := q.rdb.TxPipeline()
+	pipe.HSet(ctx, key,
+		"stage", string(st.Stage), "thread_ts", st.ThreadTS, "event_id", st.EventID,
+		"placeholder_ts", st.PlaceholderTS, "stream_ts", st.StreamTS, "follow_ups", string(fu),
+		"text", st.Text, "outcome", st.Outcome, "error_code", st.ErrorCode, "stats", string(stats))
+	pipe.Expire(ctx, key, q.cfg.ReplyTTL)
+	if st.Stage == konstruct.StageDone {
+		pipe.ZRem(ctx, q.keys.inflight(), st.Post.String())
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return unavailable("write reply state", err)
+	}
+	return nil
+}
+
+// ClaimPlaceholder records ts as the reply's placeholder unless one is
+// recorded already, and returns the one that holds: two deliveries that
+// each posted one keep the first, and the other is theirs to delete.
+func (q *Queue) ClaimPlaceholder(ctx context.Context, post konstruct.Post, ts string) (string, error) {
+	key := q.keys.reply(post)
+	pipe := q.rdb.TxPipeline()
+	pipe.HSetNX(ctx, key, "placeholder_ts", ts)
+	get := pipe.HGet(ctx, key, "placeholder_ts")
+	pipe.Expire(ctx, key, q.cfg.ReplyTTL)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return "", unavailable("write reply state", err)
+	}
+	return get.Val(), nil
+}
+
+// Lease is the exclusive right to write one reply. While held it is
+// extended in the background and, once Track was called, the reply's
+// janitor deadline is pushed back with it; Release ends it.
+type Lease struct {
+	q        *Queue
+	post     konstruct.Post
+	token    string
+	tracking atomic.Bool
+
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+var unlockScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`)
+var extendScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end return 0`)
+
+// AcquireReply takes the lease of a post's reply. When another process
+// holds it the error has code ECONFLICT. lost is called (once, from the
+// background) if the lease is lost while held, e.g. because Redis could not
+// extend it for LockTTL and another process took it.
+func (q *Queue) AcquireReply(ctx context.Context, post konstruct.Post, lost func()) (konstruct.Lease, error) {
+	token := strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.FormatUint(rand.Uint64(), 36)
+	ok, err := q.rdb.SetNX(ctx, q.keys.replyLock(post), token, LockTTL).Result()
+	if err != nil {
+		return nil, unavailable("lock reply", err)
+	}
+	if !ok {
+		return nil, konstruct.Errorf(konstruct.ECONFLICT, "another delivery of this reply is running")
+	}
+	l := &Lease{q: q, post: post, token: token, stop: make(chan struct{}), done: make(chan struct{})}
+	go l.keep(context.WithoutCancel(ctx), lost)
+	return l, nil
+}
+
+// Track marks the reply in flight: the janitor leaves it alone while the
+// lease is held, and takes it over OrphanAfter after the last extension.
+func (l *Lease) Track(ctx context.Context) error {
+	l.tracking.Store(true)
+	return l.q.heartbeat(ctx, l.post)
+}
+
+func (l *Lease) keep(ctx context.Context, lost func()) {
+	defer close(l.done)
+	t := time.NewTicker(min(l.q.cfg.OrphanAfter/4, LockTTL/3))
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, LockTTL/3)
+		if l.tracking.Load() {
+			_ = l.q.heartbeat(cctx, l.post)
+		}
+		n, err := extendScript.Run(cctx, l.q.rdb, []string{l.q.keys.replyLock(l.post)}, l.token, LockTTL.Milliseconds()).Int()
+		cancel()
+		if err == nil && n == 0 {
+			if lost != nil {
+				lost()
+			}
+			return
+		}
+	}
+}
+
+// Release stops extending the lease and gives it up. Safe to call twice.
+func (l *Lease) Release(ctx context.Context) {
+	l.once.Do(func() {
+		close(l.stop)
+		<-l.done
+		_ = unlockScript.Run(ctx, l.q.rdb, []string{l.q.keys.replyLock(l.post)}, l.token).Err()
+	})
+}
+
+// heartbeat pushes the janitor's deadline for a reply OrphanAfter ahead.
+func (q *Queue) heartbeat(ctx context.Context, post konstruct.Post) error {
+	deadline := time.Now().Add(q.cfg.OrphanAfter)
+	if err := q.rdb.ZAdd(ctx, q.keys.inflight(), redis.Z{Score: float64(deadline.UnixMilli()), Member: post.String()}).Err(); err != nil {
+		return unavailable("reply heartbeat", err)
+	}
+	return nil
+}
+
+// DueReplies lists up to n unfinished replies whose heartbeat ran out.
+func (q *Queue) DueReplies(ctx context.Context, n int) ([]konstruct.Post, error) {
+	members, err := q.rdb.ZRangeByScore(ctx, q.keys.inflight(), &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(time.Now().UnixMilli(), 10), Count: int64(n),
+	}).Result()
+	if err != nil {
+		return nil, unavailable("list orphaned replies", err)
+	}
+	out := make([]konstruct.Post, 0, len(members))
+	for _, m := range members {
+		p, ok := parsePost(m)
+		if !ok {
+			q.rdb.ZRem(ctx, q.keys.inflight(), m) // not ours to resolve: a stray member
+			continue
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// ClaimDue takes a due reply out of the janitor's index; only one of
+// several janitors wins it.
+func (q *Queue) ClaimDue(ctx context.Context, post konstruct.Post) (bool, error) {
+	n, err := q.rdb.ZRem(ctx, q.keys.inflight(), post.String()).Result()
+	if err != nil {
+		return false, unavailable("claim orphaned reply", err)
+	}
+	return n == 1, nil
+}
+
+// Reschedule puts a reply back in the janitor's index, due at the given time.
+func (q *Queue) Reschedule(ctx context.Context, post konstruct.Post, at time.Time) error {
+	if err := q.rdb.ZAdd(ctx, q.keys.inflight(), redis.Z{Score: float64(at.UnixMilli()), Member: post.String()}).Err(); err != nil {
+		return unavailable("reschedule orphaned reply", err)
+	}
+	return nil
+}
