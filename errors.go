@@ -67,6 +67,17 @@ func ErrorMessage(err error) string {
 	return "Internal error."
 }
 
+// FieldError is a setting a package's Validate refuses: Field names it as
+// the package's configuration does (the config key's last part, e.g.
+// "concurrency"), Reason says what is expected. config maps Field to the
+// full key and its environment variable.
+type FieldError struct {
+	Field  string
+	Reason string
+}
+
+func (e *FieldError) Error() string { return e.Field + " " + e.Reason }
+
 // SlackError is the Slack edge's account of a Web API call that failed:
 // the method, Slack's error code ("msg_too_long", "message_not_found", …;
 // "" when Slack was not reached or did not say), and, for a rate limit, how

@@ -20,6 +20,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/konstruct/konstruct"
+	"github.com/konstruct/konstruct/llm"
+	"github.com/konstruct/konstruct/queue"
+	"github.com/konstruct/konstruct/worker"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 )
@@ -109,18 +113,18 @@ var defaults = map[string]any{
 	"llm.base_url":                    "http://127.0.0.1:11434/v1/",
 	"llm.api_key":                     "",
 	"llm.model":                       "",
-	"llm.timeouts.first_token":        "60s",
-	"llm.timeouts.idle":               "30s",
-	"llm.timeouts.total":              "5m",
+	"llm.timeouts.first_token":        shortDuration(llm.DefaultFirstTokenTimeout),
+	"llm.timeouts.idle":               shortDuration(llm.DefaultIdleTimeout),
+	"llm.timeouts.total":              shortDuration(llm.DefaultTotalTimeout),
 	"secret_key":                      "",
 	"secret_key_previous":             []string{},
 	"http.addr":                       "127.0.0.1:9464",
-	"ratelimit.per_minute":            30,
-	"threads.engaged_ttl":             "30m",
-	"worker.concurrency":              20,
+	"ratelimit.per_minute":            queue.DefaultRatePerMinute,
+	"threads.engaged_ttl":             shortDuration(queue.DefaultEngagedTTL),
+	"worker.concurrency":              worker.DefaultConcurrency,
 	"worker.tenant_concurrency":       0,
-	"worker.streaming":                "update",
-	"worker.history_tokens":           6000,
+	"worker.streaming":                worker.StreamingUpdate,
+	"worker.history_tokens":           worker.DefaultHistoryTokens,
 	"worker.max_answer_tokens":        0,
 	"log.format":                      "auto",
 	"log.level":                       "info",
@@ -371,9 +375,7 @@ func (c *Config) Validate(parts ...Part) error {
 				}
 			}
 		case NeedRedis:
-			if err := checkURL(c.Redis.URL, "redis", "rediss", "unix"); err != nil {
-				bad("redis.url", err.Error())
-			}
+			errs = append(errs, keyed(c.Queue().Validate(), map[string]string{"url": "redis.url"})...)
 		case NeedSlack:
 			if err := checkURL(c.Slack.APIURL, "http", "https"); err != nil {
 				bad("slack.api_url", err.Error())
@@ -385,38 +387,29 @@ func (c *Config) Validate(parts ...Part) error {
 			if c.LLM.Model == "" {
 				bad("llm.model", "is required: the model used when an agent names none (e.g. llama3.1:8b)")
 			}
-			for i, p := range c.Providers() {
-				if err := checkURL(p.BaseURL, "http", "https"); err != nil {
-					key := "llm.base_url"
-					if len(c.LLM.Providers) > 0 {
-						key = fmt.Sprintf("llm.providers[%d].base_url", i)
-					}
-					bad(key, err.Error())
+			errs = append(errs, keyed(c.LLMConfig().Validate(), func(field string) string {
+				if len(c.LLM.Providers) == 0 && strings.HasPrefix(field, "providers[0].") {
+					return "llm." + strings.TrimPrefix(field, "providers[0].")
 				}
-			}
+				return "llm." + field
+			})...)
 			t := c.LLM.Timeouts
 			for key, d := range map[string]time.Duration{"llm.timeouts.first_token": t.FirstToken, "llm.timeouts.idle": t.Idle, "llm.timeouts.total": t.Total} {
-				if d <= 0 {
+				if d == 0 {
 					bad(key, "must be a positive duration such as 30s")
 				}
 			}
 		case NeedWorker:
-			if c.Worker.Concurrency < 1 {
-				bad("worker.concurrency", fmt.Sprintf("must be at least 1, got %d", c.Worker.Concurrency))
+			errs = append(errs, keyed(c.WorkerConfig().Validate(), func(field string) string { return "worker." + field })...)
+			errs = append(errs, keyed(c.Queue().Validate(), map[string]string{
+				"rate_per_minute": "ratelimit.per_minute", "engaged_ttl": "threads.engaged_ttl"})...)
+			if c.Worker.Concurrency == 0 {
+				bad("worker.concurrency", "must be at least 1, got 0")
 			}
-			if c.Worker.TenantConcurrency < 0 {
-				bad("worker.tenant_concurrency", fmt.Sprintf("must not be negative (0 = half of worker.concurrency), got %d", c.Worker.TenantConcurrency))
+			if c.RateLimit.PerMinute == 0 {
+				bad("ratelimit.per_minute", "must be at least 1, got 0")
 			}
-			if c.Worker.Streaming != "update" && c.Worker.Streaming != "native" {
-				bad("worker.streaming", fmt.Sprintf("must be \"update\" or \"native\", got %q", c.Worker.Streaming))
-			}
-			if c.Worker.HistoryTokens < 0 {
-				bad("worker.history_tokens", "must not be negative")
-			}
-			if c.RateLimit.PerMinute < 1 {
-				bad("ratelimit.per_minute", fmt.Sprintf("must be at least 1, got %d", c.RateLimit.PerMinute))
-			}
-			if c.Threads.EngagedTTL <= 0 {
+			if c.Threads.EngagedTTL == 0 {
 				bad("threads.engaged_ttl", "must be a positive duration such as 30m")
 			}
 		case NeedHTTP:
@@ -438,6 +431,80 @@ func (c *Config) Validate(parts ...Part) error {
 		bad("log.level", fmt.Sprintf("must be debug, info, warn or error, got %q", c.Log.Level))
 	}
 	return errors.Join(errs...)
+}
+
+// The package configurations made of this one: each package validates its
+// own (Validate, via keyed) and owns its defaults; cmd/konstruct adds the
+// collaborators (loggers, metrics, clients).
+
+// Queue is the Redis side: redis.*, ratelimit.*, threads.*.
+func (c *Config) Queue() queue.Config {
+	return queue.Config{URL: c.Redis.URL, Prefix: c.Redis.Prefix, RatePerMinute: c.RateLimit.PerMinute, EngagedTTL: c.Threads.EngagedTTL}
+}
+
+// WorkerConfig is worker.*.
+func (c *Config) WorkerConfig() worker.Config {
+	return worker.Config{
+		Concurrency: c.Worker.Concurrency, TenantConcurrency: c.Worker.TenantConcurrency, Streaming: c.Worker.Streaming,
+		HistoryTokens: c.Worker.HistoryTokens, MaxAnswerTokens: c.Worker.MaxAnswerTokens,
+	}
+}
+
+// LLMConfig is llm.*: the providers in fallback order, the default model
+// and the timeouts.
+func (c *Config) LLMConfig() llm.Config {
+	var ps []llm.Provider
+	for _, p := range c.Providers() {
+		ps = append(ps, llm.Provider{Name: p.Name, BaseURL: p.BaseURL, APIKey: p.APIKey, Models: p.Models})
+	}
+	t := c.LLM.Timeouts
+	return llm.Config{Providers: ps, DefaultModel: c.LLM.Model, Timeouts: llm.Timeouts{FirstToken: t.FirstToken, Idle: t.Idle, Total: t.Total}}
+}
+
+// keyed turns the *konstruct.FieldError values of a package's Validate into
+// KeyErrors naming the config key: key maps a field to it, as a map or a
+// function. Other errors are kept as they are.
+func keyed[K map[string]string | func(string) string](err error, key K) []error {
+	if err == nil {
+		return nil
+	}
+	var list []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		list = j.Unwrap()
+	} else {
+		list = []error{err}
+	}
+	var out []error
+	for _, e := range list {
+		var fe *konstruct.FieldError
+		if !errors.As(e, &fe) {
+			out = append(out, e)
+			continue
+		}
+		var k string
+		switch f := any(key).(type) {
+		case map[string]string:
+			if k = f[fe.Field]; k == "" {
+				continue // a field this part does not own
+			}
+		case func(string) string:
+			k = f(fe.Field)
+		}
+		out = append(out, &KeyError{Key: k, Reason: fe.Reason})
+	}
+	return out
+}
+
+// shortDuration prints a default like an operator writes it (30m, not 30m0s).
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // Providers returns llm.providers, or the single provider made of

@@ -6,7 +6,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 	"time"
+
+	"github.com/konstruct/konstruct"
 )
 
 // Default timeouts and retry settings, used where Config leaves a zero value.
@@ -82,39 +86,52 @@ type Config struct {
 	OnAttempt func(Attempt)
 }
 
-// Validate reports the first problem with c.
+// Validate reports every problem with c, as *konstruct.FieldError values
+// named like the llm.* settings ("providers[1].base_url", "timeouts.idle").
 func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &konstruct.FieldError{Field: field, Reason: fmt.Sprintf(format, args...)})
+	}
 	if len(c.Providers) == 0 {
-		return errors.New("llm: no provider configured")
+		bad("providers", "must name at least one provider")
 	}
 	names := map[string]bool{}
 	for i, p := range c.Providers {
+		field := fmt.Sprintf("providers[%d]", i)
 		u, err := url.Parse(p.BaseURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("llm: provider %d (%q): base_url %q is not an http(s) URL", i+1, p.Name, redactURL(p.BaseURL))
+		switch {
+		case p.BaseURL == "":
+			bad(field+".base_url", "is required")
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https"):
+			bad(field+".base_url", "must be a http:// URL, got %q", redactURL(p.BaseURL))
+		case u.Host == "":
+			bad(field+".base_url", "must name a host, got %q", redactURL(p.BaseURL))
 		}
 		name := providerName(p)
 		if names[name] {
-			return fmt.Errorf("llm: provider name %q is used twice", name)
+			bad(field+".name", "%q is used twice", name)
 		}
 		names[name] = true
 		for _, m := range p.Models {
 			if m == "" {
-				return fmt.Errorf("llm: provider %q lists an empty model name", name)
+				bad(field+".models", "lists an empty model name")
 			}
 		}
 	}
-	t := c.Timeouts
-	if t.FirstToken < 0 || t.Idle < 0 || t.Total < 0 {
-		return errors.New("llm: timeouts must not be negative")
+	for field, d := range map[string]time.Duration{"timeouts.first_token": c.Timeouts.FirstToken, "timeouts.idle": c.Timeouts.Idle, "timeouts.total": c.Timeouts.Total} {
+		if d < 0 {
+			bad(field, "must be a positive duration such as 30s")
+		}
 	}
 	if c.MaxRetryWait < 0 {
-		return errors.New("llm: max retry wait must not be negative")
+		bad("max_retry_wait", "must not be negative")
 	}
 	if c.HTTPClient != nil && c.HTTPClient.Timeout != 0 {
-		return errors.New("llm: the HTTP client must not set Timeout (it would cut long streams); use Timeouts")
+		bad("http_client", "must not set Timeout (it would cut long streams); use Timeouts")
 	}
-	return nil
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return errors.Join(errs...)
 }
 
 func providerName(p Provider) string {

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 	"time"
 
@@ -57,25 +58,53 @@ type Config struct {
 	Logger          *slog.Logger
 }
 
-// Validate reports the problems of c.
+// Defaults of the settings an operator may change.
+const (
+	DefaultRatePerMinute = 30
+	DefaultEngagedTTL    = 30 * time.Minute
+)
+
+// Validate reports every problem with c, as *konstruct.FieldError values.
 func (c Config) Validate() error {
 	var errs []error
-	if c.URL == "" {
-		errs = append(errs, errors.New("queue: no Redis URL"))
-	} else if _, err := redis.ParseURL(c.URL); err != nil {
-		errs = append(errs, fmt.Errorf("queue: redis url: %w", err))
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &konstruct.FieldError{Field: field, Reason: fmt.Sprintf(format, args...)})
 	}
-	if c.RatePerMinute < 0 || c.PoolSize < 0 {
-		errs = append(errs, errors.New("queue: rate and pool size must not be negative"))
+	if c.URL == "" {
+		bad("url", "is required")
+	} else if u, err := url.Parse(c.URL); err != nil {
+		bad("url", "is not a valid URL")
+	} else if u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix" {
+		bad("url", "must be a redis:// URL, got %q", u.Redacted())
+	} else if _, err := redis.ParseURL(c.URL); err != nil {
+		bad("url", "is not a Redis URL (%s)", redactErr(err, u))
+	}
+	if c.RatePerMinute < 0 {
+		bad("rate_per_minute", "must be at least 1, got %d", c.RatePerMinute)
+	}
+	if c.EngagedTTL < 0 {
+		bad("engaged_ttl", "must be a positive duration such as 30m")
+	}
+	if c.PoolSize < 0 {
+		bad("pool_size", "must not be negative")
 	}
 	return errors.Join(errs...)
+}
+
+// redactErr is err's text without the URL's password, should it echo it.
+func redactErr(err error, u *url.URL) string {
+	msg := err.Error()
+	if p, ok := u.User.Password(); ok && p != "" {
+		msg = strings.ReplaceAll(msg, p, "xxxxx")
+	}
+	return msg
 }
 
 func (c Config) withDefaults() Config {
 	c.PoolSize = cmp.Or(c.PoolSize, 128)
 	c.DedupeTTL = cmp.Or(c.DedupeTTL, 24*time.Hour)
-	c.EngagedTTL = cmp.Or(c.EngagedTTL, 30*time.Minute)
-	c.RatePerMinute = cmp.Or(c.RatePerMinute, 30)
+	c.EngagedTTL = cmp.Or(c.EngagedTTL, DefaultEngagedTTL)
+	c.RatePerMinute = cmp.Or(c.RatePerMinute, DefaultRatePerMinute)
 	c.ReplyTTL = cmp.Or(c.ReplyTTL, 48*time.Hour)
 	c.OrphanAfter = cmp.Or(c.OrphanAfter, 3*time.Minute)
 	c.TaskCheckInterval = cmp.Or(c.TaskCheckInterval, 10*time.Millisecond)

@@ -81,37 +81,46 @@ type Config struct {
 	Metrics *metrics.Metrics
 }
 
-// Validate reports every problem with c.
+// Defaults of the worker.* settings.
+const (
+	DefaultConcurrency   = 20
+	DefaultHistoryTokens = 6000
+)
+
+// Validate reports every problem with c, as *konstruct.FieldError values.
 func (c Config) Validate() error {
 	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &konstruct.FieldError{Field: field, Reason: fmt.Sprintf(format, args...)})
+	}
 	switch c.Streaming {
 	case "", StreamingUpdate, StreamingNative:
 	default:
-		errs = append(errs, fmt.Errorf("streaming must be %q or %q, got %q", StreamingUpdate, StreamingNative, c.Streaming))
+		bad("streaming", "must be %q or %q, got %q", StreamingUpdate, StreamingNative, c.Streaming)
 	}
 	if c.Concurrency < 0 {
-		errs = append(errs, fmt.Errorf("concurrency must be at least 1, got %d", c.Concurrency))
+		bad("concurrency", "must be at least 1, got %d", c.Concurrency)
 	}
 	if c.TenantConcurrency < 0 {
-		errs = append(errs, fmt.Errorf("tenant_concurrency must not be negative (0 = half of concurrency), got %d", c.TenantConcurrency))
+		bad("tenant_concurrency", "must not be negative (0 = half of worker.concurrency), got %d", c.TenantConcurrency)
 	}
 	if c.HistoryTokens < 0 {
-		errs = append(errs, errors.New("history_tokens must not be negative"))
+		bad("history_tokens", "must not be negative")
 	}
 	if c.MaxAnswerTokens < 0 {
-		errs = append(errs, errors.New("max_answer_tokens must not be negative"))
+		bad("max_answer_tokens", "must not be negative")
 	}
 	if c.PartChars != 0 && (c.PartChars < 200 || c.PartChars > 12000) {
-		errs = append(errs, fmt.Errorf("part size %d is outside 200..12000", c.PartChars))
+		bad("part_chars", "must be between 200 and 12000, got %d", c.PartChars)
 	}
 	return errors.Join(errs...)
 }
 
 func (c Config) withDefaults() Config {
-	c.Concurrency = cmp.Or(c.Concurrency, 20)
+	c.Concurrency = cmp.Or(c.Concurrency, DefaultConcurrency)
 	c.TenantConcurrency = cmp.Or(c.TenantConcurrency, max(1, c.Concurrency/2))
 	c.Streaming = cmp.Or(c.Streaming, StreamingUpdate)
-	c.HistoryTokens = cmp.Or(c.HistoryTokens, 6000)
+	c.HistoryTokens = cmp.Or(c.HistoryTokens, DefaultHistoryTokens)
 	c.EditsPerMinute = cmp.Or(c.EditsPerMinute, 40)
 	c.EditInterval = cmp.Or(c.EditInterval, time.Second)
 	c.PartChars = cmp.Or(c.PartChars, 11000)

@@ -118,7 +118,7 @@ func (a *app) doctor(cmd *cobra.Command) []check {
 	}
 
 	// Redis: reachable, and keeping what it is given.
-	if q, err := queue.Open(queue.Config{URL: cfg.Redis.URL, Prefix: cfg.Redis.Prefix}); err != nil {
+	if q, err := queue.Open(cfg.Queue()); err != nil {
 		add(check{Name: "redis", Detail: "redis.url: " + err.Error(), Fix: "set redis.url to redis://host:port/db"})
 	} else {
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
@@ -182,12 +182,10 @@ func (a *app) doctor(cmd *cobra.Command) []check {
 
 	// LLM: each provider's model list and a one-token completion.
 	providers := cfg.Providers()
-	lp := make([]llm.Provider, 0, len(providers))
-	for _, p := range providers {
-		lp = append(lp, llm.Provider{Name: p.Name, BaseURL: p.BaseURL, APIKey: p.APIKey, Models: p.Models})
-	}
-	t := llm.Timeouts{FirstToken: 20 * time.Second, Idle: 20 * time.Second, Total: 30 * time.Second}
-	client, err := llm.New(llm.Config{Providers: lp, DefaultModel: cmp.Or(cfg.LLM.Model, "unset"), Timeouts: t, Logger: a.logger})
+	lcfg := cfg.LLMConfig()
+	lcfg.DefaultModel, lcfg.Logger = cmp.Or(lcfg.DefaultModel, "unset"), a.logger
+	lcfg.Timeouts = llm.Timeouts{FirstToken: 20 * time.Second, Idle: 20 * time.Second, Total: 30 * time.Second}
+	client, err := llm.New(lcfg)
 	if err != nil {
 		add(check{Name: "llm", Detail: err.Error(), Fix: "correct llm.base_url / llm.providers"})
 		return checks

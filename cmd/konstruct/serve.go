@@ -140,15 +140,10 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 	if err := d.store.CheckRole(ctx); err != nil {
 		return nil, err
 	}
-	if d.queue, err = queue.Open(queue.Config{
-		URL:             cfg.Redis.URL,
-		Prefix:          cfg.Redis.Prefix,
-		EngagedTTL:      cfg.Threads.EngagedTTL,
-		RatePerMinute:   cfg.RateLimit.PerMinute,
-		ShutdownTimeout: d.hooks.ShutdownTimeout,
-		Logger:          logger,
-	}); err != nil {
-		return nil, fmt.Errorf("redis.url: %w", err)
+	qcfg := cfg.Queue()
+	qcfg.ShutdownTimeout, qcfg.Logger = d.hooks.ShutdownTimeout, logger
+	if d.queue, err = queue.Open(qcfg); err != nil {
+		return nil, err
 	}
 
 	d.web = bot.NewWeb(bot.WebConfig{
@@ -192,32 +187,18 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 	}
 
 	if r.worker {
-		providers := make([]llm.Provider, 0, len(cfg.Providers()))
-		for _, p := range cfg.Providers() {
-			providers = append(providers, llm.Provider{Name: p.Name, BaseURL: p.BaseURL, APIKey: p.APIKey, Models: p.Models})
+		lcfg := cfg.LLMConfig()
+		lcfg.HTTPClient, lcfg.Logger = d.hooks.HTTPClient, logger
+		lcfg.OnAttempt = func(at llm.Attempt) {
+			d.metrics.LLMAttempt(at.Provider, konstruct.ErrorCode(at.Err), at.TTFT, at.Latency)
 		}
-		client, err := llm.New(llm.Config{
-			Providers:    providers,
-			DefaultModel: cfg.LLM.Model,
-			Timeouts:     llm.Timeouts{FirstToken: cfg.LLM.Timeouts.FirstToken, Idle: cfg.LLM.Timeouts.Idle, Total: cfg.LLM.Timeouts.Total},
-			HTTPClient:   d.hooks.HTTPClient,
-			Logger:       logger,
-			OnAttempt: func(at llm.Attempt) {
-				d.metrics.LLMAttempt(at.Provider, konstruct.ErrorCode(at.Err), at.TTFT, at.Latency)
-			},
-		})
+		client, err := llm.New(lcfg)
 		if err != nil {
 			return nil, err
 		}
-		d.worker = worker.New(worker.Config{
-			Concurrency:       cfg.Worker.Concurrency,
-			TenantConcurrency: cfg.Worker.TenantConcurrency,
-			Streaming:         cfg.Worker.Streaming,
-			HistoryTokens:     cfg.Worker.HistoryTokens,
-			MaxAnswerTokens:   cfg.Worker.MaxAnswerTokens,
-			Logger:            logger,
-			Metrics:           d.metrics,
-		}, worker.Deps{
+		wcfg := cfg.WorkerConfig()
+		wcfg.Logger, wcfg.Metrics = logger, d.metrics
+		d.worker = worker.New(wcfg, worker.Deps{
 			Agents:  d.store,
 			Records: d.store,
 			Slack:   d.web,
