@@ -27,6 +27,11 @@ type Metrics struct {
 	SocketsConnected  prometheus.Gauge
 	Reconnects        prometheus.Counter
 
+	IntakeRecorded     *prometheus.CounterVec // by sink (redis, spool)
+	IntakeRecordFailed prometheus.Counter
+	SpoolRecords       prometheus.Gauge
+	IntakeRouteRetries prometheus.Counter
+
 	RouteOutcomes *prometheus.CounterVec // by outcome/reason
 	RouteLatency  prometheus.Histogram
 	Enqueued      prometheus.Counter
@@ -58,10 +63,15 @@ func New() *Metrics {
 		EnvelopesAcked:    prometheus.NewCounter(prometheus.CounterOpts{Name: "konstruct_envelopes_acked_total", Help: "Envelopes acked."}),
 		AckErrors:         prometheus.NewCounter(prometheus.CounterOpts{Name: "konstruct_ack_errors_total", Help: "Acks that could not be written (Slack redelivers those)."}),
 		AckLatency:        prometheus.NewHistogram(prometheus.HistogramOpts{Name: "konstruct_ack_latency_seconds", Help: "Envelope read → ack written.", Buckets: fastBuckets}),
-		GatewayQueueFull:  prometheus.NewCounter(prometheus.CounterOpts{Name: "konstruct_gateway_queue_full_total", Help: "Envelopes left unacked because the router queue was full (Slack redelivers them)."}),
-		GatewayQueueDepth: prometheus.NewGauge(prometheus.GaugeOpts{Name: "konstruct_gateway_queue_depth", Help: "Events waiting for the router."}),
+		GatewayQueueFull:  prometheus.NewCounter(prometheus.CounterOpts{Name: "konstruct_gateway_queue_full_total", Help: "Envelopes left unacked because the gateway's intake was full (Slack redelivers them)."}),
+		GatewayQueueDepth: prometheus.NewGauge(prometheus.GaugeOpts{Name: "konstruct_gateway_queue_depth", Help: "Envelopes read and not yet acked or left unacked (normalizing, or waiting for their record)."}),
 		SocketsConnected:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "konstruct_sockets_connected", Help: "Socket Mode connections currently open."}),
 		Reconnects:        prometheus.NewCounter(prometheus.CounterOpts{Name: "konstruct_socket_reconnects_total", Help: "Socket Mode reconnects."}),
+
+		IntakeRecorded:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "konstruct_intake_recorded_total", Help: "Envelopes durably recorded before their ack, by where: redis, or the disk spool while Redis does not answer."}, []string{"sink"}),
+		IntakeRecordFailed: prometheus.NewCounter(prometheus.CounterOpts{Name: "konstruct_intake_record_failures_total", Help: "Envelopes left unacked because neither Redis nor the spool could record them (Slack redelivers them)."}),
+		SpoolRecords:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "konstruct_spool_records", Help: "Records in the disk spool, waiting for Redis."}),
+		IntakeRouteRetries: prometheus.NewCounter(prometheus.CounterOpts{Name: "konstruct_intake_route_retries_total", Help: "Recorded envelopes routed again after a transient error (Redis, Postgres, Slack)."}),
 
 		RouteOutcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "konstruct_route_outcomes_total", Help: "Router decisions, by outcome."}, []string{"outcome"}),
 		RouteLatency:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "konstruct_route_latency_seconds", Help: "Time the router spends on one message.", Buckets: fastBuckets}),
@@ -81,7 +91,7 @@ func New() *Metrics {
 		SlackErrors:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "konstruct_slack_api_errors_total", Help: "Slack Web API errors other than 429, by method."}, []string{"method"}),
 	}
 	r.MustRegister(m.EnvelopesReceived, m.EnvelopesAcked, m.AckErrors, m.AckLatency, m.GatewayQueueFull, m.GatewayQueueDepth,
-		m.SocketsConnected, m.Reconnects, m.RouteOutcomes, m.RouteLatency, m.Enqueued, m.QueueLatency, m.QueueSize, m.TasksDeferred,
+		m.SocketsConnected, m.Reconnects, m.IntakeRecorded, m.IntakeRecordFailed, m.SpoolRecords, m.IntakeRouteRetries, m.RouteOutcomes, m.RouteLatency, m.Enqueued, m.QueueLatency, m.QueueSize, m.TasksDeferred,
 		m.LLMTimeToFirstToken, m.LLMLatency, m.LLMErrors, m.Replies, m.ReplyLatency, m.SlackCalls, m.SlackRateLimits, m.SlackErrors)
 	return m
 }
@@ -170,6 +180,34 @@ func (m *Metrics) QueueFull() {
 func (m *Metrics) QueueDepth(n int) {
 	if m != nil {
 		m.GatewayQueueDepth.Set(float64(n))
+	}
+}
+
+// Recorded counts n envelopes recorded in sink ("redis" or "spool").
+func (m *Metrics) Recorded(sink string, n int) {
+	if m != nil {
+		m.IntakeRecorded.WithLabelValues(sink).Add(float64(n))
+	}
+}
+
+// RecordFailed counts n envelopes that could not be recorded.
+func (m *Metrics) RecordFailed(n int) {
+	if m != nil {
+		m.IntakeRecordFailed.Add(float64(n))
+	}
+}
+
+// SpoolDepth records how many records wait in the disk spool.
+func (m *Metrics) SpoolDepth(n int) {
+	if m != nil {
+		m.SpoolRecords.Set(float64(n))
+	}
+}
+
+// RouteRetry counts a recorded envelope routed again after a transient error.
+func (m *Metrics) RouteRetry() {
+	if m != nil {
+		m.IntakeRouteRetries.Inc()
 	}
 }
 
