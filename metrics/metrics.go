@@ -48,6 +48,8 @@ type Metrics struct {
 	SlackCalls      *prometheus.CounterVec // by method
 	SlackRateLimits *prometheus.CounterVec // by method
 	SlackErrors     *prometheus.CounterVec // by method
+
+	Ops Ops // sockets and dependencies by state, oldest waiting reply, feedback (ops.go)
 }
 
 var fastBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}
@@ -93,6 +95,7 @@ func New() *Metrics {
 	r.MustRegister(m.EnvelopesReceived, m.EnvelopesAcked, m.AckErrors, m.AckLatency, m.GatewayQueueFull, m.GatewayQueueDepth,
 		m.SocketsConnected, m.Reconnects, m.IntakeRecorded, m.IntakeRecordFailed, m.SpoolRecords, m.IntakeRouteRetries, m.RouteOutcomes, m.RouteLatency, m.Enqueued, m.QueueLatency, m.QueueSize, m.TasksDeferred,
 		m.LLMTimeToFirstToken, m.LLMLatency, m.LLMErrors, m.Replies, m.ReplyLatency, m.SlackCalls, m.SlackRateLimits, m.SlackErrors)
+	m.Ops = newOps(r)
 	return m
 }
 
