@@ -114,6 +114,29 @@ type Content struct {
 	Markdown string
 }
 
+// askerKey carries who a reply answers (WithAsker).
+type askerKey struct{}
+
+type asker struct{ user, question string }
+
+// WithAsker returns a context for the Slack writes of one reply: who asked
+// (their user id) and the raw text of their question. What the bot writes
+// under it may mention (notify) the asker and the people the question
+// mentions, and nobody else; without it, no mention in what the bot writes
+// notifies anyone. Model output can be steered by anyone who writes in the
+// thread, so everything else Slack would act on (<!here>, <!channel>, other
+// people's mentions, links whose label hides their target) is always shown
+// as inert text by the Slack edge.
+func WithAsker(ctx context.Context, userID, question string) context.Context {
+	return context.WithValue(ctx, askerKey{}, asker{user: userID, question: question})
+}
+
+// AskerFrom returns what WithAsker put in ctx ("" when nothing).
+func AskerFrom(ctx context.Context) (userID, question string) {
+	a, _ := ctx.Value(askerKey{}).(asker)
+	return a.user, a.question
+}
+
 // ThreadMessage is one earlier message of a thread, as the Slack edge reads
 // it: mentions already turned into readable names.
 type ThreadMessage struct {

@@ -60,7 +60,8 @@ func validUserID(id string) bool {
 }
 
 // Readable turns a message's markup into what a reader sees: the bot's
-// own mentions removed, other people's as "@Display Name".
+// own mentions removed, other people's as "@Display Name", Slack's &amp;
+// &lt; &gt; as the characters they stand for.
 func (w *Web) Readable(ctx context.Context, teamID, text string) string {
 	c, err := w.client(ctx, teamID)
 	if err != nil {
@@ -69,11 +70,13 @@ func (w *Web) Readable(ctx context.Context, teamID, text string) string {
 	return w.readable(ctx, teamID, c.botUserID, text)
 }
 
+// readable decodes the entities after the mentions are rewritten, so that
+// a person's literal "&lt;@U1&gt;" never turns into a mention.
 func (w *Web) readable(ctx context.Context, teamID, botUserID, text string) string {
-	return rewriteMentions(text, func(id string) string {
+	return decodeEntities(rewriteMentions(text, func(id string) string {
 		if id == botUserID {
 			return ""
 		}
 		return "@" + w.UserName(ctx, teamID, id)
-	})
+	}))
 }

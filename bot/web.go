@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/slack-go/slack"
 
@@ -125,18 +126,31 @@ func (w *Web) observe(method string, start time.Time, err error) error {
 	return slackError(method, err)
 }
 
+// maxMarkdownBlock is the most the markdown block holds (characters).
+const maxMarkdownBlock = 12000
+
 // options renders content for Slack: Markdown goes in a `markdown` block,
 // which Slack renders as standard Markdown (at most 12,000 characters),
 // with the same words without Markdown syntax as the notification and
-// fallback text; plain Text is sent as it is.
-func options(c konstruct.Content) []slack.MsgOption {
+// fallback text; plain Text is sent as it is. Both are made inert first
+// (neutralize.go): what the bot writes mentions only the people allowed.
+// Should the inert Markdown outgrow the block (a zero-width space per
+// broken token), the message goes as text alone rather than not at all.
+func options(c konstruct.Content, allowed allowance) []slack.MsgOption {
 	text := c.Text
 	if text == "" && c.Markdown != "" {
 		text = markdown.Plain(c.Markdown)
 	}
-	opts := []slack.MsgOption{slack.MsgOptionText(text, false)}
+	opts := []slack.MsgOption{slack.MsgOptionText(neutralizeText(text, allowed), false)}
+	md := ""
 	if c.Markdown != "" {
-		opts = append(opts, slack.MsgOptionBlocks(slack.NewMarkdownBlock("", c.Markdown)))
+		md = neutralizeMarkdown(c.Markdown, allowed, false)
+		if utf8.RuneCountInString(md) > maxMarkdownBlock {
+			md = ""
+		}
+	}
+	if md != "" {
+		opts = append(opts, slack.MsgOptionBlocks(slack.NewMarkdownBlock("", md)))
 	} else {
 		// An update without blocks must clear the blocks of the previous
 		// version of the message.
@@ -151,7 +165,7 @@ func (w *Web) Post(ctx context.Context, teamID, channelID, threadTS string, cont
 	if err != nil {
 		return "", err
 	}
-	opts := options(content)
+	opts := options(content, allowanceFor(ctx, c.botUserID))
 	if threadTS != "" {
 		opts = append(opts, slack.MsgOptionTS(threadTS))
 	}
@@ -167,7 +181,7 @@ func (w *Web) Update(ctx context.Context, teamID, channelID, ts string, content 
 		return err
 	}
 	start := time.Now()
-	_, _, _, err = c.UpdateMessageContext(ctx, channelID, ts, options(content)...)
+	_, _, _, err = c.UpdateMessageContext(ctx, channelID, ts, options(content, allowanceFor(ctx, c.botUserID))...)
 	return w.observe("chat.update", start, err)
 }
 
@@ -182,13 +196,14 @@ func (w *Web) Delete(ctx context.Context, teamID, channelID, ts string) error {
 	return w.observe("chat.delete", start, err)
 }
 
-// PostEphemeral shows text to one user only, in a thread when threadTS is set.
+// PostEphemeral shows text to one user only, in a thread when threadTS is
+// set. The text is made inert like any other (neutralize.go).
 func (w *Web) PostEphemeral(ctx context.Context, teamID, channelID, userID, threadTS, text string) error {
 	c, err := w.client(ctx, teamID)
 	if err != nil {
 		return err
 	}
-	opts := []slack.MsgOption{slack.MsgOptionText(text, false)}
+	opts := []slack.MsgOption{slack.MsgOptionText(neutralizeText(text, allowanceFor(ctx, c.botUserID)), false)}
 	if threadTS != "" {
 		opts = append(opts, slack.MsgOptionTS(threadTS))
 	}
@@ -199,7 +214,8 @@ func (w *Web) PostEphemeral(ctx context.Context, teamID, channelID, userID, thre
 
 // Replies returns every message of a thread, oldest first, following the
 // pagination cursor (at most maxPages pages of 200), with readable text
-// and authors (Readable, UserName).
+// and authors (Readable, UserName): Slack's &amp; &lt; &gt; decoded, and,
+// but for the bot's own messages, mentions as names.
 func (w *Web) Replies(ctx context.Context, teamID, channelID, threadTS string) ([]konstruct.ThreadMessage, error) {
 	c, err := w.client(ctx, teamID)
 	if err != nil {
@@ -217,7 +233,7 @@ func (w *Web) Replies(ctx context.Context, teamID, channelID, threadTS string) (
 			return out, err
 		}
 		for _, m := range msgs {
-			tm := konstruct.ThreadMessage{TS: m.Timestamp, User: m.User, BotID: m.BotID, SubType: m.SubType, Text: m.Text}
+			tm := konstruct.ThreadMessage{TS: m.Timestamp, User: m.User, BotID: m.BotID, SubType: m.SubType, Text: decodeEntities(m.Text)}
 			if m.User != "" && m.User != c.botUserID {
 				tm.Author = w.UserName(ctx, teamID, m.User)
 			}
@@ -270,7 +286,8 @@ func (w *Web) UserName(ctx context.Context, teamID, userID string) string {
 }
 
 // StartStream starts a natively streamed message in a thread. Outside DMs
-// Slack needs the recipient user and team.
+// Slack needs the recipient user and team. The Markdown of StartStream,
+// AppendStream and StopStream is made inert piece by piece (neutralize.go).
 func (w *Web) StartStream(ctx context.Context, teamID, channelID, threadTS, recipientUser, markdown string) (string, error) {
 	c, err := w.client(ctx, teamID)
 	if err != nil {
@@ -278,7 +295,7 @@ func (w *Web) StartStream(ctx context.Context, teamID, channelID, threadTS, reci
 	}
 	opts := []slack.MsgOption{slack.MsgOptionTS(threadTS), slack.MsgOptionRecipientUserID(recipientUser), slack.MsgOptionRecipientTeamID(teamID)}
 	if markdown != "" {
-		opts = append(opts, slack.MsgOptionMarkdownText(markdown))
+		opts = append(opts, slack.MsgOptionMarkdownText(neutralizeMarkdown(markdown, allowanceFor(ctx, c.botUserID), true)))
 	}
 	start := time.Now()
 	_, ts, err := c.StartStreamContext(ctx, channelID, opts...)
@@ -292,7 +309,8 @@ func (w *Web) AppendStream(ctx context.Context, teamID, channelID, ts, markdown 
 		return err
 	}
 	start := time.Now()
-	_, _, err = c.AppendStreamContext(ctx, channelID, ts, slack.MsgOptionMarkdownText(markdown))
+	md := neutralizeMarkdown(markdown, allowanceFor(ctx, c.botUserID), true)
+	_, _, err = c.AppendStreamContext(ctx, channelID, ts, slack.MsgOptionMarkdownText(md))
 	return w.observe("chat.appendStream", start, err)
 }
 
@@ -304,7 +322,7 @@ func (w *Web) StopStream(ctx context.Context, teamID, channelID, ts, markdown st
 	}
 	var opts []slack.MsgOption
 	if markdown != "" {
-		opts = append(opts, slack.MsgOptionMarkdownText(markdown))
+		opts = append(opts, slack.MsgOptionMarkdownText(neutralizeMarkdown(markdown, allowanceFor(ctx, c.botUserID), true)))
 	}
 	start := time.Now()
 	_, _, err = c.StopStreamContext(ctx, channelID, ts, opts...)

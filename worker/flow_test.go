@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/konstruct/konstruct"
+	"github.com/konstruct/konstruct/internal/markdown"
 	"github.com/konstruct/konstruct/llm"
 	"github.com/konstruct/konstruct/llm/llmfake"
 	"github.com/konstruct/konstruct/queue"
@@ -252,6 +253,7 @@ func TestLongAnswerSplitWithFencesIntact(t *testing.T) {
 
 // normalize drops seam fences and blank lines.
 func normalize(s string) string {
+	s = markdown.VisibleLinks(s) // the Slack edge shows link targets (bot/neutralize.go)
 	var out []string
 	for _, l := range strings.Split(s, "\n") {
 		if strings.TrimSpace(l) == "" || strings.HasPrefix(l, "```") {

@@ -381,7 +381,7 @@ func (c *demoChat) watch(ctx context.Context, channel, thread, ts string) error 
 		v := c.sim.Thread(c.team, channel, thread)
 		if eph := v.Ephemerals[c.user]; len(eph) > seenEphemerals {
 			for _, e := range eph[seenEphemerals:] {
-				fmt.Fprintf(c.out, "  (only visible to you) %s\n", e)
+				fmt.Fprintf(c.out, "  (only visible to you) %s\n", slackEntities.Replace(e))
 			}
 			return nil
 		}
@@ -391,18 +391,19 @@ func (c *demoChat) watch(ctx context.Context, channel, thread, ts string) error 
 				continue
 			}
 			old, seen := printed[m.TS]
+			text := slackEntities.Replace(m.Text)
 			switch {
 			case !seen:
-				fmt.Fprintf(c.out, "  %s: %s", c.agent, indent(m.Text))
+				fmt.Fprintf(c.out, "  %s: %s", c.agent, indent(text))
 				changed = true
-			case m.Text != old && strings.HasPrefix(m.Text, old):
-				fmt.Fprint(c.out, indent(m.Text[len(old):]))
+			case text != old && strings.HasPrefix(text, old):
+				fmt.Fprint(c.out, indent(text[len(old):]))
 				changed = true
-			case m.Text != old:
-				fmt.Fprintf(c.out, "\n  %s: %s", c.agent, indent(m.Text))
+			case text != old:
+				fmt.Fprintf(c.out, "\n  %s: %s", c.agent, indent(text))
 				changed = true
 			}
-			printed[m.TS] = m.Text
+			printed[m.TS] = text
 		}
 		if changed {
 			lastChange = time.Now()
@@ -454,3 +455,7 @@ func randomBytes(n int) []byte {
 }
 
 func randomHex(n int) string { return hex.EncodeToString(randomBytes(n)) }
+
+// slackEntities decodes the text of a message as a Slack client shows it:
+// the bot escapes &, < and > in its text (bot/neutralize.go).
+var slackEntities = strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&")
