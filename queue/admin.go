@@ -231,8 +231,9 @@ func (q *Queue) OldestWaiting(ctx context.Context) (time.Duration, error) {
 	return b.Oldest, err
 }
 
-// InFlight counts, per workspace (team id), the replies being written: a
-// worker holds them, or held them and the janitor will finish them.
+// InFlight counts, per workspace (team id), the replies begun and not
+// finished (the janitor's index): their thread shows the placeholder or a
+// partial answer.
 func (q *Queue) InFlight(ctx context.Context) (map[string]int, error) {
 	members, err := q.rdb.ZRange(ctx, q.keys.inflight(), 0, -1).Result()
 	if err != nil {
