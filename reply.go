@@ -27,6 +27,18 @@ func (p Post) Valid() bool {
 	return p.TenantID != "" && p.TeamID != "" && p.ChannelID != "" && p.TS != ""
 }
 
+// Record is the durable record of an envelope's message in the intake:
+// written before the envelope was acked, routed from, and acknowledged once
+// the router's decision is durable. ID is the record's own identity (a
+// redelivery of the same event by Slack is another record).
+type Record struct {
+	ID      string
+	Message Message
+	// Redelivered is set when the record was taken over from a process
+	// that did not finish routing it (or that this process retries).
+	Redelivered bool
+}
+
 // TaskReplyGenerate is the type of the queued task that asks a worker to
 // answer a message in its thread.
 const TaskReplyGenerate = "reply:generate"
@@ -76,6 +88,11 @@ type ReplyState struct {
 	Outcome       string     `json:"outcome,omitempty"`
 	ErrorCode     string     `json:"error_code,omitempty"`
 	Stats         ReplyStats `json:"stats"`
+	// Job is the reply's task as it was queued, so that the janitor can
+	// take a reply over from a process that died.
+	Job *ReplyJob `json:"job,omitempty"`
+	// Started is when the reply's state was first recorded.
+	Started time.Time `json:"started"`
 }
 
 // MainTS is the message that carries the first part of the answer.

@@ -204,8 +204,8 @@ func (g *appGroup) logFull(envelopeID string) {
 		return
 	}
 	g.lastFull = time.Now()
-	g.m.log.Warn("router queue full; envelope left unacked for Slack to redeliver",
-		"envelope_id", envelopeID, "app_id", g.appIDOr(), "queue_size", cap(g.m.events))
+	g.m.log.Warn("intake full; envelope left unacked for Slack to redeliver",
+		"envelope_id", envelopeID, "app_id", g.appIDOr(), "queue_size", g.m.cfg.QueueSize)
 }
 
 func errString(err error) string {

@@ -41,9 +41,22 @@ type ManagerConfig struct {
 	// OnWorkspaces is called with the active workspaces whenever the set
 	// (or a token) changed, and once after the first successful reconcile.
 	OnWorkspaces func([]konstruct.Workspace)
-	// QueueSize bounds the hand-off queue to the router (default 8192: a few
-	// seconds of a burst). Room is reserved before an envelope is acked;
-	// without room it stays unacked and Slack redelivers it.
+	// Recorder records the messages of envelopes durably before their ack
+	// (required).
+	Recorder Recorder
+	// Ignore says which messages need no record because the payload alone
+	// shows the router would drop them (bot posts, edits, channel chatter),
+	// and the router's outcome for the metric. nil records every message.
+	Ignore func(konstruct.Message) (outcome string, ignore bool)
+	// RecordTimeout bounds one group commit (default 2 s, under Slack's
+	// ~3 s redelivery): past it the envelopes stay unacked.
+	RecordTimeout time.Duration
+	// DrainTimeout bounds, at shutdown, the wait for the envelopes taken to
+	// be recorded and acked before the sockets close (default 3 s).
+	DrainTimeout time.Duration
+	// QueueSize bounds the envelopes between the read loops and their ack
+	// (default 8192: a few seconds of a burst); without room an envelope
+	// stays unacked and Slack redelivers it.
 	QueueSize int
 	// AckTimeout is the write deadline of an ack (default 1 s); a socket
 	// whose ack could not be written is replaced.
@@ -55,8 +68,8 @@ type ManagerConfig struct {
 	// (link_disabled) waits before it tries again (default 1 min). Other
 	// failures are retried with a jittered backoff of 100 ms doubling to 30 s.
 	RetryAfterFailure time.Duration
-	// Normalizers is how many goroutines decode handed-off envelopes into
-	// messages for Events (default GOMAXPROCS, at least 2).
+	// Normalizers is how many goroutines decode envelopes into messages
+	// and classify them (default GOMAXPROCS, at least 2).
 	Normalizers int
 	Logger      *slog.Logger
 	Metrics     *metrics.Metrics
@@ -73,29 +86,20 @@ type SocketState struct {
 	LastError   string `json:"last_error,omitempty"`
 }
 
-// Manager keeps the Socket Mode connections of every active workspace open,
-// acks each envelope as soon as it is read (after reserving its room in the
-// hand-off queue), and hands the messages, normalized off the read loop by a
-// small pool, to the router through a bounded queue (Events). Sockets belong
-// to app-level tokens: workspaces sharing one app share its connections.
+// Manager keeps the Socket Mode connections of every active workspace open
+// and takes in their envelopes: each is normalized off the read loop and
+// acked once its message is durably recorded (intake.go), or at once when
+// it needs no record. Sockets belong to app-level tokens: workspaces
+// sharing one app share its connections.
 //
-// Shutdown: when Run's context ends the manager stops reading its sockets
-// (unread envelopes stay unacked, so Slack hands them to another connection
-// or daemon), lets the acks already written flush, closes the sockets, lets
-// the normalizers put every envelope handed off into Events, and then
-// closes the Events channel. The router drains
-// everything queued before the close: an acked message is always routed.
+// Shutdown: when Run's context ends the manager takes no new envelopes
+// (unread or untaken ones stay unacked, so Slack hands them to another
+// connection or daemon), lets the ones taken be recorded and acked within
+// DrainTimeout, then closes the sockets.
 type Manager struct {
 	cfg    ManagerConfig
 	log    *slog.Logger
-	events chan konstruct.Message
-
-	// raw carries acked envelopes from the read loops to the normalizers.
-	// pending counts the envelopes reserved and not yet in events (or
-	// dropped by normalize): pending+len(events) never exceeds QueueSize,
-	// so neither raw nor events ever blocks a send.
-	raw     chan rawEnvelope
-	pending atomic.Int64
+	intake *intake
 
 	trigger chan struct{}
 	running atomic.Bool // Run was called
@@ -107,13 +111,15 @@ type Manager struct {
 
 	lastSet uint64 // fingerprint of the set given to OnWorkspaces
 
-	// dropAck, in tests, makes the read loop skip the ack of an envelope
-	// (as if it were lost), after handing the message off.
+	logMu          sync.Mutex
+	lastUnrecorded time.Time
+
+	// dropAck, in tests, makes an ack be skipped (as if it were lost).
 	dropAck func(envelopeID string) bool
 	// onSession, in tests, observes socket life: "hello" when a socket of
 	// slot conn (its gen-th connect) is up, "closed" when its reader ended.
 	onSession func(conn, gen int, event string)
-	// beforeNormalize, in tests, runs in a normalizer before each envelope.
+	// beforeNormalize, in tests, runs in a classifier before each envelope.
 	beforeNormalize func()
 }
 
@@ -131,6 +137,8 @@ func NewManager(cfg ManagerConfig) *Manager {
 	cfg.ConnectionsPerWorkspace = min(cfg.ConnectionsPerWorkspace, MaxConnectionsPerApp)
 	cfg.ReconcileEvery = cmp.Or(cfg.ReconcileEvery, 5*time.Second)
 	cfg.QueueSize = cmp.Or(cfg.QueueSize, 8192)
+	cfg.RecordTimeout = cmp.Or(cfg.RecordTimeout, 2*time.Second)
+	cfg.DrainTimeout = cmp.Or(cfg.DrainTimeout, 3*time.Second)
 	cfg.AckTimeout = cmp.Or(cfg.AckTimeout, time.Second)
 	cfg.PingInterval = cmp.Or(cfg.PingInterval, 30*time.Second)
 	if cfg.Normalizers <= 0 {
@@ -144,18 +152,17 @@ func NewManager(cfg ManagerConfig) *Manager {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Manager{
+	if cfg.Recorder == nil {
+		panic("bot: ManagerConfig.Recorder is required")
+	}
+	m := &Manager{
 		cfg:     cfg,
 		log:     log.With("component", "gateway"),
-		events:  make(chan konstruct.Message, cfg.QueueSize),
-		raw:     make(chan rawEnvelope, cfg.QueueSize),
 		trigger: make(chan struct{}, 1),
 	}
+	m.intake = newIntake(m)
+	return m
 }
-
-// Events is the hand-off queue the router reads. Run closes it once it has
-// stopped every socket and handed off every acked envelope.
-func (m *Manager) Events() <-chan konstruct.Message { return m.events }
 
 // Trigger asks for a reconcile now (wired to the store's LISTEN/NOTIFY).
 func (m *Manager) Trigger() {
@@ -168,33 +175,31 @@ func (m *Manager) Trigger() {
 // errRunTwice is returned by a second Run.
 var errRunTwice = errors.New("bot: Manager.Run called twice")
 
-// Run reconciles the connections with Source until ctx ends, then stops
-// every socket, closes Events and returns nil.
+// Run reconciles the connections with Source until ctx ends, then drains
+// the intake, stops every socket and returns nil.
 func (m *Manager) Run(ctx context.Context) error {
 	if !m.running.CompareAndSwap(false, true) {
 		return errRunTwice
 	}
-
-	var norm sync.WaitGroup
-	for range m.cfg.Normalizers {
-		norm.Go(m.normalizeLoop)
-	}
+	m.intake.start()
+	// The sockets outlive ctx a little: the envelopes taken are acked
+	// before they close.
+	sockCtx, stopSockets := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSockets()
 
 	apps := map[string]*appGroup{}
 	ticker := time.NewTicker(m.cfg.ReconcileEvery)
 	defer ticker.Stop()
 	for {
-		m.reconcile(ctx, apps)
+		m.reconcile(ctx, sockCtx, apps)
 		select {
 		case <-ctx.Done():
+			m.intake.drain(m.cfg.DrainTimeout)
+			stopSockets()
 			for _, g := range apps {
 				g.stop()
 			}
 			m.wg.Wait()
-			// Every reader has returned: what they handed off is in raw.
-			close(m.raw)
-			norm.Wait()
-			close(m.events)
 			m.setStates(nil)
 			m.log.Info("gateway stopped")
 			return nil
@@ -204,8 +209,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 }
 
-// reconcile makes the running apps match Source.
-func (m *Manager) reconcile(ctx context.Context, apps map[string]*appGroup) {
+// reconcile makes the running apps match Source; new apps' sockets run
+// under sockCtx.
+func (m *Manager) reconcile(ctx, sockCtx context.Context, apps map[string]*appGroup) {
 	if m.cfg.Source == nil {
 		return
 	}
@@ -250,7 +256,7 @@ func (m *Manager) reconcile(ctx context.Context, apps map[string]*appGroup) {
 		g := newAppGroup(m, tok, ws)
 		apps[tok] = g
 		m.log.Info("connecting app", "app_id", g.appIDOr(), "teams", g.teamIDs(), "connections", m.cfg.ConnectionsPerWorkspace)
-		g.start(ctx)
+		g.start(sockCtx)
 	}
 	m.setStates(apps)
 
@@ -298,48 +304,4 @@ func (m *Manager) States() []SocketState {
 	}
 	slices.SortFunc(out, func(a, b SocketState) int { return cmp.Compare(a.TeamID, b.TeamID) })
 	return out
-}
-
-// rawEnvelope is an acked events_api envelope on its way to normalize.
-type rawEnvelope struct {
-	g          *appGroup
-	buf        *[]byte // the frame, back to the pool once normalized
-	payload    []byte  // within *buf
-	retry      int
-	receivedAt time.Time
-}
-
-// reserve takes room for one envelope in the hand-off, without waiting.
-func (m *Manager) reserve() bool {
-	for {
-		p := m.pending.Load()
-		if int(p)+len(m.events) >= cap(m.events) {
-			return false
-		}
-		if m.pending.CompareAndSwap(p, p+1) {
-			return true
-		}
-	}
-}
-
-// normalizeLoop decodes handed-off envelopes into Events until raw closes.
-// Its sends never block for long: the room was reserved before the ack.
-func (m *Manager) normalizeLoop() {
-	for e := range m.raw {
-		if m.beforeNormalize != nil {
-			m.beforeNormalize()
-		}
-		msg, err := normalize(e.payload, e.receivedAt, e.g.botUser)
-		putFrameBuf(e.buf)
-		switch {
-		case errors.Is(err, ErrNotMessage):
-		case err != nil:
-			m.log.Warn("malformed event acked and dropped", "app_id", e.g.appIDOr(), "error", errString(err))
-		default:
-			msg.RetryAttempt = e.retry
-			m.events <- msg
-			m.cfg.Metrics.QueueDepth(len(m.events))
-		}
-		m.pending.Add(-1)
-	}
 }

@@ -35,7 +35,11 @@ type authorization struct {
 }
 
 type innerEvent struct {
-	Type        string `json:"type"`
+	Type string `json:"type"`
+	// tokens_revoked lists the revoked tokens' owners by kind.
+	Tokens *struct {
+		Bot []string `json:"bot"`
+	} `json:"tokens"`
 	SubType     string `json:"subtype"`
 	Channel     string `json:"channel"`
 	ChannelType string `json:"channel_type"`
@@ -83,7 +87,16 @@ func normalize(payload []byte, receivedAt time.Time, botUser func(teamID string)
 	if err := json.Unmarshal(cb.Event, &ev); err != nil {
 		return konstruct.Message{}, &konstruct.Error{Code: konstruct.EINVALID, Message: "malformed inner event", Err: err}
 	}
-	if ev.Type != "app_mention" && ev.Type != "message" {
+	switch ev.Type {
+	case "app_mention", "message":
+	case "app_uninstalled":
+		return konstruct.Message{}, &RevokedError{TeamID: cb.TeamID, Reason: ev.Type}
+	case "tokens_revoked":
+		if ev.Tokens != nil && len(ev.Tokens.Bot) > 0 {
+			return konstruct.Message{}, &RevokedError{TeamID: cb.TeamID, Reason: ev.Type}
+		}
+		return konstruct.Message{}, ErrNotMessage // user tokens only: not ours
+	default:
 		return konstruct.Message{}, ErrNotMessage
 	}
 	if cb.TeamID == "" || ev.Channel == "" {
@@ -131,10 +144,20 @@ func normalize(payload []byte, receivedAt time.Time, botUser func(teamID string)
 		bu = botUser(cb.TeamID)
 	}
 	if bu != "" {
+		m.BotUserID = bu
 		m.Text = StripMention(m.Text, bu)
 	}
 	return m, nil
 }
+
+// RevokedError is what Normalize gives for an event that says the app lost
+// a workspace: app_uninstalled, or tokens_revoked naming the bot token.
+type RevokedError struct {
+	TeamID string
+	Reason string // the event type
+}
+
+func (e *RevokedError) Error() string { return "workspace " + e.TeamID + ": " + e.Reason }
 
 // botUserFromAuthorizations picks the bot user the event was delivered to:
 // the bot authorization of the team, else any bot authorization.

@@ -26,7 +26,7 @@ type session struct {
 	timeout time.Duration // no frame or ping for this long: the socket is dead
 
 	wmu      sync.Mutex
-	stopping bool // under wmu: no more acks, no more hand-offs
+	stopping bool // under wmu: no more acks
 
 	disconnect chan string   // reason of a disconnect frame
 	done       chan struct{} // closed when the reader returned
@@ -64,10 +64,10 @@ func (s *session) pushDeadline(now time.Time, force bool) {
 	_ = s.ws.SetReadDeadline(now.Add(s.timeout))
 }
 
-// read is the read loop: for each frame, find the envelope id and type,
-// reserve room in the hand-off queue, write the ack, hand the raw payload to
-// the normalizers, and read the next frame. Nothing here waits on anything
-// but the ack's write.
+// read is the read loop: for each frame, find the envelope id and type and
+// hand an events_api envelope to the intake (which acks it once recorded),
+// or ack what needs nothing more, and read the next frame. Nothing here
+// waits on anything but an ack's write.
 func (s *session) read() {
 	defer func() {
 		s.slot.sessionLive(-1)
@@ -163,32 +163,22 @@ func (s *session) handle(buf *[]byte, now time.Time) {
 	}
 }
 
-// deliver reserves room in the hand-off queue, acks and hands the payload
-// to the normalizers. Without room the envelope stays unacked: Slack
+// deliver hands an envelope to the intake, which acks it once recorded.
+// Without room (or while the gateway stops) it stays unacked: Slack
 // redelivers it (to this socket or another daemon), which beats acking and
-// dropping.
+// losing it.
 func (s *session) deliver(h frameHead, buf *[]byte, receivedAt time.Time) {
 	m := s.g.m
-	s.wmu.Lock()
-	if s.stopping {
-		s.wmu.Unlock()
-		putFrameBuf(buf)
-		return
-	}
-	if !m.reserve() {
-		s.wmu.Unlock()
+	if !m.intake.offer(inbound{s: s, envelopeID: h.EnvelopeID, buf: buf, payload: h.Payload, retry: h.RetryAttempt, receivedAt: receivedAt}) {
 		putFrameBuf(buf)
 		m.cfg.Metrics.QueueFull()
 		s.g.logFull(h.EnvelopeID)
-		return
 	}
-	err, skipped := s.writeAckLocked(h.EnvelopeID)
-	m.raw <- rawEnvelope{g: s.g, buf: buf, payload: h.Payload, retry: h.RetryAttempt, receivedAt: receivedAt}
-	s.wmu.Unlock()
-	s.ackDone(h.EnvelopeID, receivedAt, err, skipped)
 }
 
-// ack writes the ack of an envelope that is not handed off.
+// ack writes the ack of an envelope (from the read loop, or from the
+// intake once the envelope needs no record or is recorded). A closing
+// socket writes no more acks: Slack redelivers those envelopes.
 func (s *session) ack(envelopeID string, receivedAt time.Time) {
 	if envelopeID == "" {
 		return

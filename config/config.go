@@ -10,6 +10,7 @@
 package config
 
 import (
+	"cmp"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -67,7 +68,11 @@ type Config struct {
 	// SecretKeyPrevious holds retired keys (comma-separated in the
 	// environment) still accepted for decryption during a key rotation.
 	SecretKeyPrevious []string `mapstructure:"secret_key_previous"`
-	HTTP              struct {
+	// StateDir holds what the daemon keeps on local disk: the intake spool
+	// that records envelopes while Redis does not answer. Default:
+	// $STATE_DIRECTORY (systemd's StateDirectory=), else /var/lib/konstruct.
+	StateDir string `mapstructure:"state_dir"`
+	HTTP     struct {
 		Addr string `mapstructure:"addr"`
 	} `mapstructure:"http"`
 	RateLimit struct {
@@ -118,6 +123,7 @@ var defaults = map[string]any{
 	"llm.timeouts.total":              shortDuration(llm.DefaultTotalTimeout),
 	"secret_key":                      "",
 	"secret_key_previous":             []string{},
+	"state_dir":                       "",
 	"http.addr":                       "127.0.0.1:9464",
 	"ratelimit.per_minute":            queue.DefaultRatePerMinute,
 	"threads.engaged_ttl":             shortDuration(queue.DefaultEngagedTTL),
@@ -143,6 +149,9 @@ func Keys() []string {
 func EnvName(key string) string {
 	return "KONSTRUCT_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
+
+// DefaultStateDir is state_dir when neither it nor systemd's STATE_DIRECTORY is set.
+const DefaultStateDir = "/var/lib/konstruct"
 
 // DefaultPaths are searched, in order, when no --config or KONSTRUCT_CONFIG is given.
 var DefaultPaths = []string{"./konstruct.yaml", "/etc/konstruct/konstruct.yaml"}
@@ -231,6 +240,11 @@ func Load(opts Options) (*Config, error) {
 	cfg.Unknown = unknownKeys(v)
 	if cfg.Database.MigrateURL == "" {
 		cfg.Database.MigrateURL = cfg.Database.URL
+	}
+	if cfg.StateDir == "" {
+		// systemd sets STATE_DIRECTORY (a colon-separated list) for StateDirectory=.
+		dir, _, _ := strings.Cut(getenv("STATE_DIRECTORY"), ":")
+		cfg.StateDir = cmp.Or(dir, DefaultStateDir)
 	}
 	if !strings.HasSuffix(cfg.Slack.APIURL, "/") && cfg.Slack.APIURL != "" {
 		cfg.Slack.APIURL += "/"

@@ -20,7 +20,8 @@ import (
 //	{p}{t}:ratelimit:{channel}           string  router (GCRA)      router          ≤ 1 min (redis_rate)
 //	{p}{t}:reply:{team}:{channel}:{ts}   hash    worker, janitor    worker, janitor ReplyTTL (48 h)
 //	… same …:lock                        string  worker, janitor    worker, janitor LockTTL (45 s), extended while held
-//	{p}replies:inflight                  zset    worker (heartbeat) janitor         none; members leave when done
+//	{p}replies:inflight                  zset    router, worker     janitor         none; members leave when done
+//	{p}intake                            stream  gateway (record)   router (group)  none; entries deleted once routed
 //	asynq:{{p}replies}:…                 asynq   Enqueue, Serve     Serve, Inspect  asynq's own (tasks kept TaskRetention)
 //
 // The claim keys hold the event id that took them; the reply hash holds a
@@ -46,6 +47,7 @@ func (k keys) rateLimit(tenantID, channelID string) string {
 func (k keys) reply(p konstruct.Post) string     { return k.tenant(p.TenantID, "reply") + postSuffix(p) }
 func (k keys) replyLock(p konstruct.Post) string { return k.reply(p) + ":lock" }
 func (k keys) inflight() string                  { return k.prefix + "replies:inflight" }
+func (k keys) intake() string                    { return k.prefix + "intake" }
 
 // Queue is the asynq queue of reply tasks.
 func (k keys) queue() string { return k.prefix + "replies" }

@@ -46,7 +46,7 @@ type Config struct {
 	// ReplyTTL is how long a reply's state is kept (48 h).
 	ReplyTTL time.Duration
 	// OrphanAfter is how long a reply may go without a heartbeat before
-	// the janitor may take it over (default 3 m).
+	// the janitor may take it over (default 1 m).
 	OrphanAfter time.Duration
 	// TaskCheckInterval is how often an idle Serve polls the queue (default
 	// 10 ms): asynq's own default (1 s, jittered to 0.5–1.5 s) would add up
@@ -56,6 +56,9 @@ type Config struct {
 	// context ended before they go back to the queue (default 20 s).
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
+	// Now is the clock of the janitor's deadlines (default time.Now; tests
+	// move it instead of sleeping).
+	Now func() time.Time
 }
 
 // Defaults of the settings an operator may change.
@@ -106,11 +109,14 @@ func (c Config) withDefaults() Config {
 	c.EngagedTTL = cmp.Or(c.EngagedTTL, DefaultEngagedTTL)
 	c.RatePerMinute = cmp.Or(c.RatePerMinute, DefaultRatePerMinute)
 	c.ReplyTTL = cmp.Or(c.ReplyTTL, 48*time.Hour)
-	c.OrphanAfter = cmp.Or(c.OrphanAfter, 3*time.Minute)
+	c.OrphanAfter = cmp.Or(c.OrphanAfter, time.Minute)
 	c.TaskCheckInterval = cmp.Or(c.TaskCheckInterval, 10*time.Millisecond)
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 20*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	return c
 }

@@ -29,7 +29,9 @@ type replyHash struct {
 	Text          string `redis:"text"`
 	Outcome       string `redis:"outcome"`
 	ErrorCode     string `redis:"error_code"`
-	Stats         string `redis:"stats"` // JSON
+	Stats         string `redis:"stats"`   // JSON
+	Job           string `redis:"job"`     // JSON
+	Started       int64  `redis:"started"` // Unix ms
 }
 
 // LoadReply reads the state of a post's reply; ok is false when it has none.
@@ -55,20 +57,24 @@ func (q *Queue) LoadReply(ctx context.Context, post konstruct.Post) (st konstruc
 	if h.Stats != "" {
 		_ = json.Unmarshal([]byte(h.Stats), &st.Stats)
 	}
+	if h.Job != "" {
+		var job konstruct.ReplyJob
+		if json.Unmarshal([]byte(h.Job), &job) == nil {
+			st.Job = &job
+		}
+	}
+	if h.Started > 0 {
+		st.Started = time.UnixMilli(h.Started)
+	}
 	return st, true, nil
 }
 
 // SaveReply writes the whole state of a reply (only the lease holder
 // writes), and refreshes its TTL.
 func (q *Queue) SaveReply(ctx context.Context, st konstruct.ReplyState) error {
-	fu, _ := json.Marshal(st.FollowUps)
-	stats, _ := json.Marshal(st.Stats)
 	key := q.keys.reply(st.Post)
 	pipe := q.rdb.TxPipeline()
-	pipe.HSet(ctx, key,
-		"stage", string(st.Stage), "thread_ts", st.ThreadTS, "event_id", st.EventID,
-		"placeholder_ts", st.PlaceholderTS, "stream_ts", st.StreamTS, "follow_ups", string(fu),
-		"text", st.Text, "outcome", st.Outcome, "error_code", st.ErrorCode, "stats", string(stats))
+	pipe.HSet(ctx, key, replyFields(st)...)
 	pipe.Expire(ctx, key, q.cfg.ReplyTTL)
 	if st.Stage == konstruct.StageDone {
 		pipe.ZRem(ctx, q.keys.inflight(), st.Post.String())
@@ -77,6 +83,25 @@ func (q *Queue) SaveReply(ctx context.Context, st konstruct.ReplyState) error {
 		return unavailable("write reply state", err)
 	}
 	return nil
+}
+
+// replyFields is the hash of a state.
+func replyFields(st konstruct.ReplyState) []any {
+	fu, _ := json.Marshal(st.FollowUps)
+	stats, _ := json.Marshal(st.Stats)
+	f := []any{
+		"stage", string(st.Stage), "thread_ts", st.ThreadTS, "event_id", st.EventID,
+		"placeholder_ts", st.PlaceholderTS, "stream_ts", st.StreamTS, "follow_ups", string(fu),
+		"text", st.Text, "outcome", st.Outcome, "error_code", st.ErrorCode, "stats", string(stats),
+	}
+	if st.Job != nil {
+		job, _ := json.Marshal(st.Job)
+		f = append(f, "job", string(job))
+	}
+	if !st.Started.IsZero() {
+		f = append(f, "started", st.Started.UnixMilli())
+	}
+	return f
 }
 
 // ClaimPlaceholder records ts as the reply's placeholder unless one is
@@ -172,7 +197,7 @@ func (l *Lease) Release(ctx context.Context) {
 
 // heartbeat pushes the janitor's deadline for a reply OrphanAfter ahead.
 func (q *Queue) heartbeat(ctx context.Context, post konstruct.Post) error {
-	deadline := time.Now().Add(q.cfg.OrphanAfter)
+	deadline := q.cfg.Now().Add(q.cfg.OrphanAfter)
 	if err := q.rdb.ZAdd(ctx, q.keys.inflight(), redis.Z{Score: float64(deadline.UnixMilli()), Member: post.String()}).Err(); err != nil {
 		return unavailable("reply heartbeat", err)
 	}
@@ -182,7 +207,7 @@ func (q *Queue) heartbeat(ctx context.Context, post konstruct.Post) error {
 // DueReplies lists up to n unfinished replies whose heartbeat ran out.
 func (q *Queue) DueReplies(ctx context.Context, n int) ([]konstruct.Post, error) {
 	members, err := q.rdb.ZRangeByScore(ctx, q.keys.inflight(), &redis.ZRangeBy{
-		Min: "-inf", Max: strconv.FormatInt(time.Now().UnixMilli(), 10), Count: int64(n),
+		Min: "-inf", Max: strconv.FormatInt(q.cfg.Now().UnixMilli(), 10), Count: int64(n),
 	}).Result()
 	if err != nil {
 		return nil, unavailable("list orphaned replies", err)
@@ -215,4 +240,30 @@ func (q *Queue) Reschedule(ctx context.Context, post konstruct.Post, at time.Tim
 		return unavailable("reschedule orphaned reply", err)
 	}
 	return nil
+}
+
+// BeginReply records st as the state of its post's reply unless the reply
+// has a state already, puts the reply in the janitor's index (due after
+// OrphanAfter, unless a worker's heartbeat pushes it back), and returns the
+// state that holds.
+func (q *Queue) BeginReply(ctx context.Context, st konstruct.ReplyState) (konstruct.ReplyState, error) {
+	key := q.keys.reply(st.Post)
+	if st.Started.IsZero() {
+		st.Started = q.cfg.Now()
+	}
+	f := replyFields(st)
+	pipe := q.rdb.TxPipeline()
+	for i := 0; i+1 < len(f); i += 2 {
+		if v, _ := f[i+1].(string); v == "" && f[i] != "started" {
+			continue
+		}
+		pipe.HSetNX(ctx, key, f[i].(string), f[i+1])
+	}
+	pipe.Expire(ctx, key, q.cfg.ReplyTTL)
+	pipe.ZAddNX(ctx, q.keys.inflight(), redis.Z{Score: float64(q.cfg.Now().Add(q.cfg.OrphanAfter).UnixMilli()), Member: st.Post.String()})
+	if _, err := pipe.Exec(ctx); err != nil {
+		return st, unavailable("begin reply", err)
+	}
+	got, _, err := q.LoadReply(ctx, st.Post)
+	return got, err
 }

@@ -20,8 +20,8 @@ type benchSlack struct{ n atomic.Int64 }
 func (s *benchSlack) Post(context.Context, string, string, string, konstruct.Content) (string, error) {
 	return fmt.Sprintf("1712345678.%06d", s.n.Add(1)), nil
 }
-func (s *benchSlack) Update(context.Context, string, string, string, konstruct.Content) error {
-	return nil
+func (s *benchSlack) Replies(context.Context, string, string, string) ([]konstruct.ThreadMessage, error) {
+	return nil, nil
 }
 func (s *benchSlack) PostEphemeral(context.Context, string, string, string, string, string) error {
 	return nil
@@ -48,7 +48,8 @@ func BenchmarkRouteLoad(b *testing.B) {
 	rd := testenv.NewRedis(b)
 	q := rd.NewQueue(b, queue.Config{RatePerMinute: 1 << 30})
 	r := router.New(router.Config{}, router.Deps{
-		Events:   make(chan konstruct.Message),
+		Intake:   q,
+		Replies:  q,
 		Tenants:  benchTenants{},
 		Slack:    &benchSlack{},
 		Claims:   q,
@@ -79,7 +80,7 @@ func BenchmarkRouteLoad(b *testing.B) {
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
-				if out, err := r.Route(ctx, message(bc.mention)); err != nil || out != bc.want {
+				if out, err := r.Route(ctx, konstruct.Record{ID: "1-0", Message: message(bc.mention)}); err != nil || out != bc.want {
 					b.Fatalf("Route = %s, %v; want %s", out, err, bc.want)
 				}
 			}
@@ -89,7 +90,7 @@ func BenchmarkRouteLoad(b *testing.B) {
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					if out, err := r.Route(ctx, message(bc.mention)); err != nil || out != bc.want {
+					if out, err := r.Route(ctx, konstruct.Record{ID: "1-0", Message: message(bc.mention)}); err != nil || out != bc.want {
 						b.Errorf("Route = %s, %v; want %s", out, err, bc.want)
 						return
 					}

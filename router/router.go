@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -29,13 +31,7 @@ const (
 	NotAddressed     Outcome = "not_addressed"     // no mention, not a DM, thread not engaged
 	UnknownWorkspace Outcome = "unknown_workspace" // team not (or no longer) installed
 	RateLimited      Outcome = "rate_limited"
-	EnqueueFailed    Outcome = "enqueue_failed"
-	TenantError      Outcome = "tenant_error" // the tenant could not be looked up
 )
-
-// TextEnqueueFailed is what a Slack user sees when their message could not
-// be queued.
-const TextEnqueueFailed = "Sorry — I couldn't queue your message right now. Please try again in a moment."
 
 // TenantResolver finds the workspace (with its tenant) of a Slack team;
 // unknown teams are konstruct ENOTFOUND errors.
@@ -43,17 +39,32 @@ type TenantResolver interface {
 	TenantForTeam(ctx context.Context, teamID string) (konstruct.Workspace, error)
 }
 
-// Slack is the Slack writes the router makes (*bot.Web implements them).
+// Slack is the Slack the router uses (*bot.Web).
 type Slack interface {
 	Post(ctx context.Context, teamID, channelID, threadTS string, c konstruct.Content) (string, error)
-	Update(ctx context.Context, teamID, channelID, ts string, c konstruct.Content) error
 	PostEphemeral(ctx context.Context, teamID, channelID, userID, threadTS, text string) error
 	Delete(ctx context.Context, teamID, channelID, ts string) error
+	// Replies reads a thread: a record routed again looks there for the
+	// placeholder an interrupted routing may have posted.
+	Replies(ctx context.Context, teamID, channelID, threadTS string) ([]konstruct.ThreadMessage, error)
+}
+
+// Intake is the durable record of the envelopes the gateway acked
+// (*queue.Queue): the router reads records as one consumer of a group, and
+// finishes each once its outcome is durable; records another consumer left
+// unfinished are taken over after a lease.
+type Intake interface {
+	// ReadIntake returns up to n records: with after "", new ones, waiting
+	// up to block for some; else those this consumer took earlier and did
+	// not finish (a restart), with ids after `after` ("0" for the first).
+	ReadIntake(ctx context.Context, consumer string, n int, block time.Duration, after string) ([]konstruct.Record, error)
+	ReclaimIntake(ctx context.Context, consumer string, minIdle time.Duration, n int) ([]konstruct.Record, error)
+	DoneIntake(ctx context.Context, ids ...string) error
 }
 
 // Claims marks messages as taken (*queue.Queue): dup is true when a Slack
 // retry, the twin event of the post or another daemon took it first. An
-// owner claiming again is not its own duplicate ("" = no owner).
+// owner (the record) claiming again is not its own duplicate.
 type Claims interface {
 	Claim(ctx context.Context, post konstruct.Post, eventID, owner string) (dup bool, err error)
 }
@@ -69,6 +80,18 @@ type Limiter interface {
 	Allow(ctx context.Context, tenantID, channelID string) (ok bool, retryAfter time.Duration, err error)
 }
 
+// Replies is the durable state of replies (*queue.Queue): the router
+// starts a reply's state before it posts the placeholder, so that routing
+// the record again reuses the placeholder and the janitor can finish it.
+type Replies interface {
+	// BeginReply records st (stage queued) unless the post's reply has a
+	// state already, and returns the state that holds.
+	BeginReply(ctx context.Context, st konstruct.ReplyState) (konstruct.ReplyState, error)
+	// ClaimPlaceholder records ts unless a placeholder is recorded, and
+	// returns the one that holds.
+	ClaimPlaceholder(ctx context.Context, post konstruct.Post, ts string) (string, error)
+}
+
 // Enqueuer hands a reply job to the workers (*queue.Queue); a second job
 // for the same post is an ECONFLICT error.
 type Enqueuer interface {
@@ -77,18 +100,26 @@ type Enqueuer interface {
 
 // Config configures a Router. Zero values take the defaults noted.
 type Config struct {
-	// EnqueueRetryFor bounds the retries of an enqueue while Redis is
-	// unreachable (default 30 s); after it the placeholder says so.
-	EnqueueRetryFor time.Duration
+	// Consumer names this process among the intake's readers (default
+	// "router-<hostname>-<pid>"). A restarted process of the same name
+	// finishes what it had taken first.
+	Consumer string
+	// Lease is how long a record may stay unfinished with its consumer
+	// before another process takes it over (default 30 s).
+	Lease time.Duration
 	// TenantTTL is how long a team → tenant answer is cached (default 5 s;
-	// InvalidateTenants drops the cache at once).
+	// InvalidateTenants drops the cache at once). While Postgres fails, the
+	// last answer is served.
 	TenantTTL time.Duration
-	// Workers is how many messages Run routes at once (default 64): routing is
-	// mostly waiting on Redis and Slack, so many cheap goroutines keep up with
-	// thousands of events per second.
+	// Workers is how many records Run routes at once (default 64): routing
+	// is mostly waiting on Redis and Slack.
 	Workers int
-	// DrainTimeout bounds the routing of what is still queued once Run's
-	// context has ended (default 10 s).
+	// RetryMax bounds the backoff between the attempts of a record that
+	// hit a transient error (default 5 s; it starts at 100 ms).
+	RetryMax time.Duration
+	// DrainTimeout bounds, once Run's context ended, the routing of the
+	// records already taken (default 5 s); the rest stays in the intake
+	// for another process, or this one after a restart.
 	DrainTimeout time.Duration
 	Logger       *slog.Logger
 	Metrics      *metrics.Metrics
@@ -96,18 +127,17 @@ type Config struct {
 
 // Deps are the router's collaborators; all are required.
 type Deps struct {
-	// Events is the gateway's hand-off: Run routes what it carries until
-	// it is closed.
-	Events   <-chan konstruct.Message
+	Intake   Intake
 	Tenants  TenantResolver
 	Slack    Slack
 	Claims   Claims
 	Threads  Threads
 	Limiter  Limiter
+	Replies  Replies
 	Enqueuer Enqueuer
 }
 
-// Router decides, for each normalized message, whether and how the AI
+// Router decides, for each recorded message, whether and how the AI
 // employee answers: tenant, filters, dedupe, engaged threads, rate limit,
 // placeholder, enqueue.
 type Router struct {
@@ -118,18 +148,26 @@ type Router struct {
 
 	unknownMu sync.Mutex
 	unknown   map[string]time.Time // team → last "unknown workspace" log
+
+	logMu   sync.Mutex
+	lastLog time.Time
 }
 
 // New returns a Router. Missing dependencies are a programming error and panic.
 func New(cfg Config, deps Deps) *Router {
-	if deps.Events == nil || deps.Tenants == nil || deps.Slack == nil || deps.Claims == nil ||
-		deps.Threads == nil || deps.Limiter == nil || deps.Enqueuer == nil {
+	if deps.Intake == nil || deps.Tenants == nil || deps.Slack == nil || deps.Claims == nil ||
+		deps.Threads == nil || deps.Limiter == nil || deps.Replies == nil || deps.Enqueuer == nil {
 		panic("router: every dependency is required")
 	}
-	cfg.EnqueueRetryFor = cmp.Or(cfg.EnqueueRetryFor, 30*time.Second)
+	if cfg.Consumer == "" {
+		host, _ := os.Hostname()
+		cfg.Consumer = "router-" + cmp.Or(host, "host") + "-" + strconv.Itoa(os.Getpid())
+	}
+	cfg.Lease = cmp.Or(cfg.Lease, 30*time.Second)
 	cfg.TenantTTL = cmp.Or(cfg.TenantTTL, 5*time.Second)
 	cfg.Workers = cmp.Or(cfg.Workers, 64)
-	cfg.DrainTimeout = cmp.Or(cfg.DrainTimeout, 10*time.Second)
+	cfg.RetryMax = cmp.Or(cfg.RetryMax, 5*time.Second)
+	cfg.DrainTimeout = cmp.Or(cfg.DrainTimeout, 5*time.Second)
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -138,7 +176,7 @@ func New(cfg Config, deps Deps) *Router {
 		cfg:     cfg,
 		deps:    deps,
 		log:     log.With("component", "router"),
-		tenants: newTenantCache(deps.Tenants, cfg.TenantTTL),
+		tenants: newTenantCache(deps.Tenants, cfg.TenantTTL, log),
 		unknown: map[string]time.Time{},
 	}
 }
@@ -147,70 +185,21 @@ func New(cfg Config, deps Deps) *Router {
 // workspaces change).
 func (r *Router) InvalidateTenants() { r.tenants.invalidate() }
 
-// Run routes the messages of Deps.Events with a small pool of goroutines
-// until the channel is closed and everything in it was routed: the gateway
-// closes it after its sockets stopped, so every acked message gets a
-// decision. Once ctx ends, what is left is still routed, with DrainTimeout
-// as a bound on retries.
-func (r *Router) Run(ctx context.Context) error {
-	events := r.deps.Events
-	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancel()
-	finished := make(chan struct{})
-	defer close(finished)
-	go func() {
-		select {
-		case <-finished:
-			return
-		case <-ctx.Done():
-		}
-		t := time.NewTimer(r.cfg.DrainTimeout)
-		defer t.Stop()
-		select {
-		case <-finished:
-		case <-t.C:
-			r.log.Warn("drain timeout: routing what is left without retries")
-			cancel()
+// Route decides what to do with one message and does it, idempotently:
+// routing the same record again (after a crash, or a transient error)
+// reuses its claim, reply state and placeholder. An error means the outcome
+// is not durable yet: the record must be routed again.
+func (r *Router) Route(ctx context.Context, rec konstruct.Record) (out Outcome, err error) {
+	start := time.Now()
+	defer func() {
+		if err == nil {
+			r.cfg.Metrics.Route(string(out), time.Since(start))
 		}
 	}()
-
-	var wg sync.WaitGroup
-	for range r.cfg.Workers {
-		wg.Go(func() {
-			for msg := range events {
-				r.cfg.Metrics.QueueDepth(len(events))
-				r.handle(rctx, msg)
-			}
-		})
-	}
-	wg.Wait()
-	return nil
-}
-
-func (r *Router) handle(ctx context.Context, msg konstruct.Message) {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.EnqueueRetryFor+30*time.Second)
-	defer cancel()
-	out, err := r.Route(ctx, msg)
-	log := r.log.With("outcome", string(out), "team_id", msg.TeamID, "channel_id", msg.ChannelID, "ts", msg.TS, "event_id", msg.EventID)
-	switch {
-	case err != nil:
-		log.Error("route message", "error", err)
-	case out == Enqueued:
-		log.Debug("message enqueued", "tenant_id", msg.TenantID, "wait", time.Since(msg.ReceivedAt))
-	default:
-		log.Debug("message not answered")
-	}
-}
-
-// Route decides what to do with one message and does it. The error, when
-// not nil, explains a failure (it is for logs; the Slack user has already
-// been told, when that was possible).
-func (r *Router) Route(ctx context.Context, msg konstruct.Message) (out Outcome, err error) {
-	start := time.Now()
-	defer func() { r.cfg.Metrics.Route(string(out), time.Since(start)) }()
+	msg := rec.Message
 
 	// Decisions from the message alone first: no I/O for the noise.
-	if o, skip := filter(msg); skip {
+	if o, skip := Prefilter(msg); skip {
 		return o, nil
 	}
 
@@ -220,59 +209,130 @@ func (r *Router) Route(ctx context.Context, msg konstruct.Message) (out Outcome,
 		r.logUnknown(msg)
 		return UnknownWorkspace, nil
 	case err != nil:
-		if msg.IsMention || msg.IsDM {
-			r.tellFailure(ctx, msg, "")
-		}
-		return TenantError, fmt.Errorf("resolve tenant: %w", err)
+		return "", fmt.Errorf("resolve tenant: %w", err)
 	}
 	if ws.BotUserID != "" && msg.User == ws.BotUserID {
 		return Bot, nil
 	}
 	msg.TenantID = ws.TenantID
-	msg.BotUserID = ws.BotUserID
+	msg.BotUserID = cmp.Or(ws.BotUserID, msg.BotUserID)
 
 	// Addressed to us? Decided before anything is claimed, so a twin that is
 	// not for us (the message event of a top-level mention) never marks the
 	// post as seen.
 	if !msg.IsDM && !msg.IsMention {
-		if !msg.InThread() {
-			return NotAddressed, nil
-		}
 		engaged, err := r.deps.Threads.Engaged(ctx, ws.TenantID, msg.ChannelID, msg.ThreadTS)
 		if err != nil {
-			r.log.Warn("engaged thread lookup failed; treating as not engaged", "error", err, "team_id", msg.TeamID)
+			return "", err
 		}
 		if !engaged {
 			return NotAddressed, nil
 		}
 	}
 
-	if dup, err := r.deps.Claims.Claim(ctx, msg.Post(), msg.EventID, ""); err != nil {
-		// Fail open: without Redis the enqueue fails too, and the user is
-		// told so; a silent drop would be worse than a rare double.
-		r.log.Warn("dedupe unavailable; continuing", "error", err, "team_id", msg.TeamID)
+	if dup, err := r.deps.Claims.Claim(ctx, msg.Post(), msg.EventID, rec.ID); err != nil {
+		return "", err
 	} else if dup {
 		return Duplicate, nil
 	}
 
 	ok, wait, err := r.deps.Limiter.Allow(ctx, ws.TenantID, msg.ChannelID)
 	if err != nil {
-		r.log.Warn("rate limiter unavailable; allowing", "error", err, "team_id", msg.TeamID)
-	} else if !ok {
+		return "", err
+	}
+	if !ok {
 		return RateLimited, r.tellRateLimited(ctx, msg, wait)
 	}
 
-	placeholder, err := r.deps.Slack.Post(ctx, msg.TeamID, msg.ChannelID, msg.ReplyThreadTS(), konstruct.Content{Text: konstruct.TextThinking})
+	st, err := r.deps.Replies.BeginReply(ctx, konstruct.ReplyState{
+		Post: msg.Post(), ThreadTS: msg.ReplyThreadTS(), EventID: msg.EventID, Stage: konstruct.StageQueued,
+		Job: &konstruct.ReplyJob{Message: msg, EnqueuedAt: time.Now()},
+	})
 	if err != nil {
-		// Slack is struggling: the worker posts the answer without one.
-		r.log.Warn("placeholder not posted; enqueueing without it", "error", err, "team_id", msg.TeamID)
-		placeholder = ""
+		return "", err
 	}
-	return r.enqueue(ctx, konstruct.ReplyJob{Message: msg, PlaceholderTS: placeholder})
+	if st.Stage == konstruct.StageDone {
+		return Duplicate, nil // answered already: the claims were lost, the reply was not
+	}
+	placeholder, err := r.placeholder(ctx, rec, msg, st)
+	if err != nil {
+		return "", err
+	}
+	err = r.deps.Enqueuer.Enqueue(ctx, konstruct.ReplyJob{Message: msg, PlaceholderTS: placeholder, EnqueuedAt: time.Now()})
+	switch {
+	case konstruct.ErrorCode(err) == konstruct.ECONFLICT:
+		// Another routing of this post (an earlier run of this record, or
+		// another daemon) queued it; the placeholder is the reply's own.
+		return Duplicate, nil
+	case err != nil:
+		return "", fmt.Errorf("enqueue reply: %w", err)
+	}
+	r.cfg.Metrics.TaskEnqueued()
+	return Enqueued, nil
 }
 
-// filter drops what needs no lookup to drop.
-func filter(msg konstruct.Message) (Outcome, bool) {
+// placeholder makes sure the reply has its placeholder, recorded in its
+// state: the recorded one; for a record routed again, the one an
+// interrupted routing posted but did not record; else a new one. Slack
+// refusing it is no reason to hold the answer back: the worker posts one.
+func (r *Router) placeholder(ctx context.Context, rec konstruct.Record, msg konstruct.Message, st konstruct.ReplyState) (string, error) {
+	if st.PlaceholderTS != "" {
+		return st.PlaceholderTS, nil
+	}
+	ts := ""
+	if rec.Redelivered {
+		ts = r.findPlaceholder(ctx, msg)
+	}
+	posted := false
+	if ts == "" {
+		var err error
+		ts, err = r.deps.Slack.Post(ctx, msg.TeamID, msg.ChannelID, msg.ReplyThreadTS(), konstruct.Content{Text: konstruct.TextThinking})
+		if err != nil {
+			r.log.Warn("placeholder not posted; the worker posts one", "error", err, "team_id", msg.TeamID)
+			return "", nil
+		}
+		posted = true
+	}
+	held, err := r.deps.Replies.ClaimPlaceholder(ctx, msg.Post(), ts)
+	if err != nil {
+		if posted {
+			r.deleteQuietly(ctx, msg, ts) // routed again, this record posts anew
+		}
+		return "", err
+	}
+	if held != ts && posted {
+		r.deleteQuietly(ctx, msg, ts) // a concurrent routing recorded its own first
+	}
+	return held, nil
+}
+
+// findPlaceholder looks in the thread for a placeholder of ours posted
+// after the message (an earlier routing of the record that stopped before
+// recording it).
+func (r *Router) findPlaceholder(ctx context.Context, msg konstruct.Message) string {
+	msgs, err := r.deps.Slack.Replies(ctx, msg.TeamID, msg.ChannelID, msg.ReplyThreadTS())
+	if err != nil {
+		return ""
+	}
+	for _, m := range msgs {
+		if m.BotID != "" && (msg.BotUserID == "" || m.User == msg.BotUserID) && konstruct.TSBefore(msg.TS, m.TS) && konstruct.IsPlaceholder(m.Text) {
+			return m.TS
+		}
+	}
+	return ""
+}
+
+func (r *Router) deleteQuietly(ctx context.Context, msg konstruct.Message, ts string) {
+	if err := r.deps.Slack.Delete(ctx, msg.TeamID, msg.ChannelID, ts); err != nil {
+		r.log.Warn("delete extra placeholder", "error", err, "team_id", msg.TeamID)
+	}
+}
+
+// Prefilter drops what needs no lookup to drop: what the payload alone
+// shows is not for the bot (subtypes it ignores, bot posts, its own posts,
+// top-level channel messages that do not mention it). The gateway acks
+// these without recording them; Route applies the same test first.
+func Prefilter(msg konstruct.Message) (Outcome, bool) {
 	switch msg.SubType {
 	case "", "thread_broadcast", "file_share", "me_message":
 	case "bot_message":
@@ -286,69 +346,16 @@ func filter(msg konstruct.Message) (Outcome, bool) {
 	default:
 		return IgnoredSubtype, true
 	}
-	if msg.BotID != "" {
+	if msg.BotID != "" || (msg.BotUserID != "" && msg.User == msg.BotUserID) {
 		return Bot, true
 	}
 	if msg.User == "" || msg.ChannelID == "" || msg.TS == "" || msg.TeamID == "" {
 		return Invalid, true
 	}
+	if !msg.IsDM && !msg.IsMention && !msg.InThread() {
+		return NotAddressed, true
+	}
 	return "", false
-}
-
-func (r *Router) enqueue(ctx context.Context, job konstruct.ReplyJob) (Outcome, error) {
-	msg := job.Message
-	deadline := time.Now().Add(r.cfg.EnqueueRetryFor)
-	backoff := 100 * time.Millisecond
-	var err error
-	for attempt := 1; ; attempt++ {
-		job.EnqueuedAt = time.Now()
-		err = r.deps.Enqueuer.Enqueue(ctx, job)
-		if err == nil {
-			r.cfg.Metrics.TaskEnqueued()
-			return Enqueued, nil
-		}
-		if konstruct.ErrorCode(err) == konstruct.ECONFLICT {
-			// Another daemon (or an earlier delivery) enqueued this post
-			// and has its own placeholder: ours must not linger.
-			if job.PlaceholderTS != "" {
-				if derr := r.deps.Slack.Delete(ctx, msg.TeamID, msg.ChannelID, job.PlaceholderTS); derr != nil {
-					r.log.Warn("delete duplicate placeholder", "error", derr, "team_id", msg.TeamID)
-				}
-			}
-			return Duplicate, nil
-		}
-		if ctx.Err() != nil || time.Now().Add(backoff).After(deadline) {
-			break
-		}
-		r.log.Warn("enqueue failed; retrying", "attempt", attempt, "error", err, "retry_in", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-		case <-t.C:
-		}
-		backoff = min(backoff*2, 2*time.Second)
-	}
-	r.tellFailure(ctx, msg, job.PlaceholderTS)
-	return EnqueueFailed, fmt.Errorf("enqueue reply: %w", err)
-}
-
-// tellFailure turns the placeholder (or, without one, a new message in the
-// thread) into the "couldn't queue" text, so no acked message disappears
-// without a trace.
-func (r *Router) tellFailure(ctx context.Context, msg konstruct.Message, placeholderTS string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	var err error
-	if placeholderTS != "" {
-		err = r.deps.Slack.Update(ctx, msg.TeamID, msg.ChannelID, placeholderTS, konstruct.Content{Text: TextEnqueueFailed})
-	} else {
-		_, err = r.deps.Slack.Post(ctx, msg.TeamID, msg.ChannelID, msg.ReplyThreadTS(), konstruct.Content{Text: TextEnqueueFailed})
-	}
-	if err != nil {
-		r.log.Error("could not tell the user their message was not queued", "error", err,
-			"team_id", msg.TeamID, "channel_id", msg.ChannelID, "ts", msg.TS)
-	}
 }
 
 // RateLimitText is the ephemeral an over-limit user sees.
@@ -390,4 +397,10 @@ func (r *Router) logUnknown(msg konstruct.Message) {
 	r.unknown[msg.TeamID] = now
 	r.unknownMu.Unlock()
 	r.log.Warn("event from an unknown workspace ignored", "team_id", msg.TeamID, "api_app_id", msg.APIAppID, "enterprise_id", msg.EnterpriseID)
+}
+
+// retryDelay is the wait before the attempt after n failures: 100 ms
+// doubling to RetryMax.
+func (r *Router) retryDelay(n int) time.Duration {
+	return min(100*time.Millisecond<<min(n, 10), r.cfg.RetryMax)
 }

@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,6 +33,8 @@ type fakeSlack struct {
 	deletes    []string
 	postErr    error
 	n          int
+	thread     []konstruct.ThreadMessage // what Replies returns
+	reads      int
 }
 
 func (f *fakeSlack) Post(_ context.Context, _, channel, thread string, c konstruct.Content) (string, error) {
@@ -45,12 +49,11 @@ func (f *fakeSlack) Post(_ context.Context, _, channel, thread string, c konstru
 	return fmt.Sprintf("9%d.000000", f.n), nil
 }
 
-func (f *fakeSlack) Update(_ context.Context, _, _, ts string, c konstruct.Content) error {
-	text := c.Text
+func (f *fakeSlack) Replies(context.Context, string, string, string) ([]konstruct.ThreadMessage, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.updates = append(f.updates, ts+": "+text)
-	return nil
+	f.reads++
+	return f.thread, nil
 }
 
 func (f *fakeSlack) PostEphemeral(_ context.Context, _, _, user, thread, text string) error {
@@ -70,7 +73,7 @@ func (f *fakeSlack) Delete(_ context.Context, _, _, ts string) error {
 func (f *fakeSlack) writes() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return len(f.posts) + len(f.updates) + len(f.ephemerals) + len(f.deletes)
+	return len(f.posts) + len(f.ephemerals) + len(f.deletes)
 }
 
 // fakeEnqueuer records jobs; fail makes the next calls fail.
@@ -140,7 +143,6 @@ type unit struct {
 	tenants *fakeTenants
 	q       *queue.Queue
 	redis   *testenv.Redis
-	events  chan konstruct.Message
 }
 
 // newUnit is a router with fake Slack, enqueuer and tenants, and a real
@@ -154,10 +156,16 @@ func newUnit(t *testing.T, cfg router.Config, perMinute int) *unit {
 		tenants: &fakeTenants{teams: map[string]konstruct.Workspace{team: {TenantID: tenant, TeamID: team, BotUserID: botUser, Status: konstruct.WorkspaceActive}}},
 		q:       rd.NewQueue(t, queue.Config{RatePerMinute: cmp.Or(perMinute, 1000), EngagedTTL: time.Minute}),
 		redis:   rd,
-		events:  make(chan konstruct.Message, 100),
 	}
-	u.r = router.New(cfg, router.Deps{Events: u.events, Tenants: u.tenants, Slack: u.slack, Claims: u.q, Threads: u.q, Limiter: u.q, Enqueuer: u.enq})
+	u.r = router.New(cfg, router.Deps{Intake: u.q, Tenants: u.tenants, Slack: u.slack, Claims: u.q, Threads: u.q, Limiter: u.q, Replies: u.q, Enqueuer: u.enq})
 	return u
+}
+
+var recSeq atomic.Int64
+
+// route routes m as a fresh record of its own.
+func (u *unit) route(ctx context.Context, m konstruct.Message) (router.Outcome, error) {
+	return u.r.Route(ctx, konstruct.Record{ID: fmt.Sprintf("%d-0", recSeq.Add(1)), Message: m})
 }
 
 var tsSeq struct {
@@ -225,7 +233,7 @@ func TestRouteDecisions(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			got, err := u.r.Route(ctx, tt.msg)
+			got, err := u.route(ctx, tt.msg)
 			if err != nil || got != tt.want {
 				t.Fatalf("Route = %q, %v; want %q", got, err, tt.want)
 			}
@@ -282,7 +290,7 @@ func TestRouteDedupe(t *testing.T) {
 			r.RetryAttempt = 1
 			twin["retry"] = r
 			for i, which := range tt.order {
-				got, err := u.r.Route(ctx, twin[which])
+				got, err := u.route(ctx, twin[which])
 				if err != nil || got != tt.want[i] {
 					t.Fatalf("%s: Route = %q, %v; want %q", which, got, err, tt.want[i])
 				}
@@ -299,17 +307,17 @@ func TestRouteRateLimit(t *testing.T) {
 	u := newUnit(t, router.Config{}, 2)
 	ctx := ctxT(t)
 	for i, want := range []router.Outcome{router.Enqueued, router.Enqueued, router.RateLimited} {
-		got, err := u.r.Route(ctx, msg(mention))
+		got, err := u.route(ctx, msg(mention))
 		if err != nil || got != want {
 			t.Fatalf("#%d: %q, %v; want %q", i, got, err, want)
 		}
 	}
 	// Another channel has its own budget; a thread reply gets the notice in the thread.
-	if got, _ := u.r.Route(ctx, msg(func(m *konstruct.Message) { mention(m); m.ChannelID = "C2" })); got != router.Enqueued {
+	if got, _ := u.route(ctx, msg(func(m *konstruct.Message) { mention(m); m.ChannelID = "C2" })); got != router.Enqueued {
 		t.Fatalf("other channel: %q", got)
 	}
 	reply := msg(func(m *konstruct.Message) { mention(m); m.ThreadTS = "5.0" })
-	if got, _ := u.r.Route(ctx, reply); got != router.RateLimited {
+	if got, _ := u.route(ctx, reply); got != router.RateLimited {
 		t.Fatalf("thread reply: %q", got)
 	}
 	if u.enq.count() != 3 || len(u.slack.ephemerals) != 2 {
@@ -343,65 +351,110 @@ func TestRateLimitText(t *testing.T) {
 	}
 }
 
-func TestEnqueueRetries(t *testing.T) {
+// Routing a record again (a transient error, a crash, another process
+// taking it over) is idempotent: one claim, one reply state, one
+// placeholder, one task.
+func TestRouteAgainIsIdempotent(t *testing.T) {
 	t.Parallel()
-	t.Run("recovers", func(t *testing.T) {
+	t.Run("enqueue fails, then works: one placeholder", func(t *testing.T) {
 		t.Parallel()
-		u := newUnit(t, router.Config{EnqueueRetryFor: 5 * time.Second}, 0)
+		u := newUnit(t, router.Config{}, 0)
 		u.enq.fail = 2
-		if got, err := u.r.Route(ctxT(t), msg(mention)); got != router.Enqueued || err != nil {
-			t.Fatalf("Route = %q, %v", got, err)
+		rec := konstruct.Record{ID: "1-0", Message: msg(mention)}
+		for i := range 2 {
+			if out, err := u.r.Route(ctxT(t), rec); err == nil {
+				t.Fatalf("attempt %d: %q without error while Redis refuses the enqueue", i+1, out)
+			}
+			rec.Redelivered = true
 		}
-		if len(u.slack.posts) != 1 || len(u.slack.updates) != 0 {
-			t.Errorf("posts %q updates %q", u.slack.posts, u.slack.updates)
+		if out, err := u.r.Route(ctxT(t), rec); out != router.Enqueued || err != nil {
+			t.Fatalf("Route = %q, %v", out, err)
+		}
+		if len(u.slack.posts) != 1 || len(u.slack.deletes) != 0 || u.enq.count() != 1 {
+			t.Errorf("posts %q deletes %q, %d jobs", u.slack.posts, u.slack.deletes, u.enq.count())
+		}
+		st, _, _ := u.q.LoadReply(ctxT(t), konstruct.Post{TenantID: tenant, TeamID: team, ChannelID: rec.Message.ChannelID, TS: rec.Message.TS})
+		if st.PlaceholderTS == "" || st.PlaceholderTS != u.enq.jobs[0].PlaceholderTS || st.Job == nil {
+			t.Errorf("reply state %+v, job placeholder %q", st, u.enq.jobs[0].PlaceholderTS)
 		}
 	})
-	t.Run("stays down: the placeholder says so", func(t *testing.T) {
+	t.Run("crash between posting and recording: the placeholder is found, not posted again", func(t *testing.T) {
 		t.Parallel()
-		u := newUnit(t, router.Config{EnqueueRetryFor: 400 * time.Millisecond}, 0)
-		u.enq.fail = -1
-		start := time.Now()
-		got, err := u.r.Route(ctxT(t), msg(mention))
-		if got != router.EnqueueFailed || err == nil {
-			t.Fatalf("Route = %q, %v", got, err)
+		u := newUnit(t, router.Config{}, 0)
+		m := msg(mention)
+		// The earlier run posted this and died before recording it.
+		u.slack.thread = []konstruct.ThreadMessage{
+			{TS: m.TS, User: human, Text: "hi"},
+			{TS: "99999999999.000001", User: botUser, BotID: "B1", Text: konstruct.TextThinking},
 		}
-		if d := time.Since(start); d > 2*time.Second {
-			t.Errorf("gave up after %v", d)
+		if out, err := u.r.Route(ctxT(t), konstruct.Record{ID: "7-0", Message: m, Redelivered: true}); out != router.Enqueued || err != nil {
+			t.Fatalf("Route = %q, %v", out, err)
 		}
-		if len(u.slack.updates) != 1 || !strings.HasSuffix(u.slack.updates[0], router.TextEnqueueFailed) {
-			t.Errorf("updates %q", u.slack.updates)
+		if len(u.slack.posts) != 0 || u.enq.jobs[0].PlaceholderTS != "99999999999.000001" {
+			t.Errorf("posts %q, job placeholder %q", u.slack.posts, u.enq.jobs[0].PlaceholderTS)
 		}
 	})
 	t.Run("no placeholder: still enqueued", func(t *testing.T) {
 		t.Parallel()
 		u := newUnit(t, router.Config{}, 0)
 		u.slack.postErr = errors.New("slack down")
-		if got, err := u.r.Route(ctxT(t), msg(mention)); got != router.Enqueued || err != nil {
+		if got, err := u.route(ctxT(t), msg(mention)); got != router.Enqueued || err != nil {
 			t.Fatalf("Route = %q, %v", got, err)
 		}
 		if job := u.enq.jobs[0]; job.PlaceholderTS != "" {
 			t.Errorf("placeholder %q", job.PlaceholderTS)
 		}
 	})
-	t.Run("duplicate task: our placeholder is removed", func(t *testing.T) {
+	t.Run("claims lost, task kept: no second placeholder", func(t *testing.T) {
 		t.Parallel()
 		u := newUnit(t, router.Config{}, 0)
 		m := msg(mention)
 		m2 := m
 		m2.EventID += "-other-daemon"
-		// The other daemon's dedupe keys were lost (Redis flushed); the
-		// task id still refuses the second enqueue.
-		if got, _ := u.r.Route(ctxT(t), m); got != router.Enqueued {
+		if got, _ := u.route(ctxT(t), m); got != router.Enqueued {
 			t.Fatal(got)
 		}
+		// The dedupe claim of the post is gone (Redis lost it); the reply
+		// state and the task id still hold.
 		u.redis.Client.Del(ctxT(t), u.redis.Prefix+tenant+":post:"+team+":"+m.ChannelID+":"+m.TS)
-		if got, _ := u.r.Route(ctxT(t), m2); got != router.Duplicate {
+		if got, _ := u.route(ctxT(t), m2); got != router.Duplicate {
 			t.Fatalf("Route = %q", got)
 		}
-		if len(u.slack.deletes) != 1 || u.enq.count() != 1 {
-			t.Errorf("deletes %q, %d jobs", u.slack.deletes, u.enq.count())
+		if len(u.slack.posts) != 1 || len(u.slack.deletes) != 0 || u.enq.count() != 1 {
+			t.Errorf("posts %q, deletes %q, %d jobs", u.slack.posts, u.slack.deletes, u.enq.count())
 		}
 	})
+	t.Run("Redis down: an error, never a silent drop", func(t *testing.T) {
+		t.Parallel()
+		u := newUnit(t, router.Config{}, 0)
+		down, err := queue.Open(queue.Config{URL: "redis://" + closedAddr(t) + "/0", Prefix: u.redis.Prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = down.Close() })
+		r := router.New(router.Config{}, router.Deps{Intake: down, Tenants: u.tenants, Slack: u.slack, Claims: down, Threads: down, Limiter: down, Replies: down, Enqueuer: u.enq})
+		for _, m := range []konstruct.Message{msg(mention), msg(func(m *konstruct.Message) { m.ThreadTS = "1.0" })} {
+			ctx, cancel := context.WithTimeout(ctxT(t), 3*time.Second)
+			out, err := r.Route(ctx, konstruct.Record{ID: "1-0", Message: m})
+			cancel()
+			if err == nil {
+				t.Errorf("Route(%+v) = %q without error while Redis is down", m, out)
+			}
+		}
+		if u.slack.writes() != 0 || u.enq.count() != 0 {
+			t.Errorf("%d Slack writes, %d jobs", u.slack.writes(), u.enq.count())
+		}
+	})
+}
+
+func closedAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
 }
 
 func TestTenantCache(t *testing.T) {
@@ -412,7 +465,7 @@ func TestTenantCache(t *testing.T) {
 		return msg(func(m *konstruct.Message) { m.IsDM, m.ChannelType, m.ChannelID = true, konstruct.ChannelIM, "D1" })
 	}
 	for range 3 {
-		_, _ = u.r.Route(ctx, dm())
+		_, _ = u.route(ctx, dm())
 	}
 	if u.tenants.calls != 1 {
 		t.Errorf("%d lookups for 3 messages, want 1 (cached)", u.tenants.calls)
@@ -421,7 +474,7 @@ func TestTenantCache(t *testing.T) {
 	delete(u.tenants.teams, team)
 	u.tenants.mu.Unlock()
 	u.r.InvalidateTenants()
-	if got, _ := u.r.Route(ctx, dm()); got != router.UnknownWorkspace {
+	if got, _ := u.route(ctx, dm()); got != router.UnknownWorkspace {
 		t.Errorf("after remove + invalidate: %q", got)
 	}
 	// Without invalidation, the TTL bounds how long a change goes unseen.
@@ -429,32 +482,15 @@ func TestTenantCache(t *testing.T) {
 	u.tenants.teams[team] = konstruct.Workspace{TenantID: tenant, TeamID: team, BotUserID: botUser}
 	u.tenants.mu.Unlock()
 	time.Sleep(350 * time.Millisecond)
-	if got, _ := u.r.Route(ctx, dm()); got != router.Enqueued {
+	if got, _ := u.route(ctx, dm()); got != router.Enqueued {
 		t.Errorf("after re-add and TTL: %q", got)
 	}
 	u.tenants.mu.Lock()
 	u.tenants.teams[team] = konstruct.Workspace{TenantID: tenant, TeamID: team, Status: konstruct.WorkspaceRevoked}
 	u.tenants.mu.Unlock()
 	u.r.InvalidateTenants()
-	if got, _ := u.r.Route(ctx, dm()); got != router.UnknownWorkspace {
+	if got, _ := u.route(ctx, dm()); got != router.UnknownWorkspace {
 		t.Errorf("revoked workspace: %q", got)
-	}
-}
-
-func TestRunDrainsQueueOnShutdown(t *testing.T) {
-	t.Parallel()
-	u := newUnit(t, router.Config{Workers: 3}, 0)
-	for range 50 {
-		u.events <- msg(func(m *konstruct.Message) { m.IsDM, m.ChannelType, m.ChannelID = true, konstruct.ChannelIM, "D1" })
-	}
-	close(u.events)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel() // shutdown already began: what was acked is still routed
-	if err := u.r.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if n := u.enq.count(); n != 50 {
-		t.Fatalf("%d of 50 queued messages enqueued", n)
 	}
 }
 
@@ -462,19 +498,19 @@ func BenchmarkRoute(b *testing.B) {
 	rd := testenv.NewRedis(b)
 	q := rd.NewQueue(b, queue.Config{RatePerMinute: 1 << 30})
 	tenants := &fakeTenants{teams: map[string]konstruct.Workspace{team: {TenantID: tenant, TeamID: team, BotUserID: botUser}}}
-	r := router.New(router.Config{}, router.Deps{Events: make(chan konstruct.Message),
-		Tenants: tenants, Slack: &fakeSlack{}, Enqueuer: &fakeEnqueuer{}, Claims: q, Threads: q, Limiter: q})
+	r := router.New(router.Config{}, router.Deps{Intake: q,
+		Tenants: tenants, Slack: &fakeSlack{}, Enqueuer: &fakeEnqueuer{}, Claims: q, Threads: q, Limiter: q, Replies: q})
 	ctx := context.Background()
 	b.Run("mention", func(b *testing.B) {
 		for b.Loop() {
-			if out, err := r.Route(ctx, msg(mention)); out != router.Enqueued {
+			if out, err := r.Route(ctx, konstruct.Record{ID: "1-0", Message: msg(mention)}); out != router.Enqueued {
 				b.Fatal(out, err)
 			}
 		}
 	})
 	b.Run("not_addressed", func(b *testing.B) {
 		for b.Loop() {
-			if out, _ := r.Route(ctx, msg(nil)); out != router.NotAddressed {
+			if out, _ := r.Route(ctx, konstruct.Record{ID: "1-0", Message: msg(nil)}); out != router.NotAddressed {
 				b.Fatal(out)
 			}
 		}

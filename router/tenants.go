@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 type tenantCache struct {
 	src TenantResolver
 	ttl time.Duration
+	log *slog.Logger
 
 	mu      sync.Mutex
 	gen     uint64 // bumped by invalidate: fetches started before it are not stored
@@ -26,8 +28,8 @@ type tenantEntry struct {
 	at    time.Time
 }
 
-func newTenantCache(src TenantResolver, ttl time.Duration) *tenantCache {
-	return &tenantCache{src: src, ttl: ttl, entries: map[string]tenantEntry{}}
+func newTenantCache(src TenantResolver, ttl time.Duration, log *slog.Logger) *tenantCache {
+	return &tenantCache{src: src, ttl: ttl, log: log, entries: map[string]tenantEntry{}}
 }
 
 func (c *tenantCache) invalidate() {
@@ -52,6 +54,11 @@ func (c *tenantCache) get(ctx context.Context, teamID string) (konstruct.Workspa
 	ws, err := c.src.TenantForTeam(ctx, teamID)
 	found := err == nil && (ws.Status == "" || ws.Status == konstruct.WorkspaceActive)
 	if err != nil && konstruct.ErrorCode(err) != konstruct.ENOTFOUND {
+		if ok {
+			// Postgres fails: the last answer beats holding every message back.
+			c.log.Warn("tenant lookup failed; serving the last answer", "team_id", teamID, "error", err, "age", time.Since(e.at).Round(time.Second))
+			return e.result(teamID)
+		}
 		return konstruct.Workspace{}, err
 	}
 	e = tenantEntry{ws: ws, found: found, at: time.Now()}

@@ -39,6 +39,7 @@ type env struct {
 	st     *store.Store
 	rdb    *testenv.Redis
 	q      *queue.Queue
+	clock  *clock
 	states *engager
 	tenant string
 	w      *Server
@@ -73,6 +74,13 @@ func deadline(t *testing.T, d time.Duration) context.Context {
 }
 
 var tenantSeq atomic.Int64
+
+// clock is the janitor's clock in the tests: real time, moved forward on
+// demand instead of sleeping through a deadline.
+type clock struct{ offset atomic.Int64 }
+
+func (c *clock) now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *clock) advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 // engager is the real queue, counting Engage calls on their way.
 type engager struct {
@@ -138,6 +146,9 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 
 	e.st, _ = testenv.NewStore(t)
 	e.rdb = testenv.NewRedis(t)
+	e.clock = &clock{}
+	setup.qcfg.Now = e.clock.now
+	setup.cfg.Now = e.clock.now
 	e.q = e.rdb.NewQueue(t, setup.qcfg)
 	e.states = &engager{Queue: e.q}
 	e.tenant = e.addTenant(setup.agent)

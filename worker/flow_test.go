@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -406,11 +407,19 @@ func TestNativeStreaming(t *testing.T) {
 	}
 }
 
-func TestJanitorResolvesOrphans(t *testing.T) {
+// A reply whose process died mid-stream, and that no task will retry, is
+// taken over by the janitor once its heartbeat is overdue: answered from its
+// recorded job in the same placeholder.
+func TestJanitorTakesOverOrphans(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, withQueue(func(c *queue.Config) { c.OrphanAfter = time.Second }))
+	e := newEnv(t, withQueue(func(c *queue.Config) { c.OrphanAfter = time.Minute }),
+		withConfig(func(c *Config) { c.OrphanGrace = time.Minute }))
+	var calls atomic.Int32
 	e.fakes[0].SetHandler(func(llmfake.ChatRequest) llmfake.Reply {
-		return llmfake.Reply{Text: "never finishes", HangAfter: 1}
+		if calls.Add(1) == 1 {
+			return llmfake.Reply{Text: "never finishes", HangAfter: 1}
+		}
+		return llmfake.Reply{Text: "Answered after all."}
 	})
 	job := e.mention("will crash", "")
 	ctx, cancel := context.WithCancel(ctxT(t))
@@ -426,28 +435,73 @@ func TestJanitorResolvesOrphans(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	cancel() // the process "crashes": nobody retries the task
+	cancel() // the process "crashes": no task retries it
 	<-done
 	// Not due yet right away…
 	if n, err := e.w.Sweep(ctxT(t)); err != nil || n != 0 {
 		t.Fatalf("early sweep: %d, %v", n, err)
 	}
-	time.Sleep(1100 * time.Millisecond)
+	e.clock.advance(2 * time.Minute) // past the heartbeat and the grace
 	n, err := e.w.Sweep(ctxT(t))
 	if err != nil || n != 1 {
 		t.Fatalf("sweep: %d, %v", n, err)
 	}
 	answers := e.answers(job)
-	if len(answers) != 1 || answers[0].Text != textOrphaned {
+	if len(answers) != 1 || answers[0].TS != job.PlaceholderTS || markdownOf(t, answers[0]) != "Answered after all." {
 		t.Fatalf("answers %+v", answers)
 	}
-	if rows := e.replies(e.tenant); len(rows) != 1 || rows[0].Outcome != konstruct.OutcomeOrphaned {
+	if rows := e.replies(e.tenant); len(rows) != 1 || rows[0].Outcome != konstruct.OutcomeAnswered {
 		t.Errorf("rows %+v", rows)
 	}
 	// A late retry of the task is now a no-op.
 	e.handle(job)
-	if len(e.fakes[0].Requests()) != 1 {
-		t.Error("the late retry asked the LLM again")
+	if n := calls.Load(); n != 2 {
+		t.Errorf("%d LLM calls, want 2", n)
+	}
+}
+
+// A reply that can only be finished, not answered (its job was not
+// recorded), gets a short error in place of its placeholder.
+func TestJanitorFinishesWhatItCannotAnswer(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withQueue(func(c *queue.Config) { c.OrphanAfter = time.Minute }))
+	job := e.mention("lost", "")
+	post := job.Message.Post()
+	st, err := e.q.BeginReply(ctxT(t), konstruct.ReplyState{Post: post, ThreadTS: job.Message.ReplyThreadTS(), Stage: konstruct.StageQueued})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.q.ClaimPlaceholder(ctxT(t), post, job.PlaceholderTS); err != nil || st.Job != nil {
+		t.Fatal(err, st.Job)
+	}
+	e.clock.advance(time.Hour)
+	if n, err := e.w.Sweep(ctxT(t)); err != nil || n != 1 {
+		t.Fatalf("sweep: %d, %v", n, err)
+	}
+	if a := e.answers(job); len(a) != 1 || a[0].Text != textOrphaned {
+		t.Fatalf("answers %+v", a)
+	}
+	if rows := e.replies(e.tenant); len(rows) != 1 || rows[0].Outcome != konstruct.OutcomeOrphaned {
+		t.Errorf("rows %+v", rows)
+	}
+}
+
+// A reply whose task waits in the queue is left to the worker that will
+// take it, however long the wait.
+func TestJanitorLeavesQueuedReplies(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	job := e.mention("waiting in line", "")
+	if _, err := e.q.BeginReply(ctxT(t), konstruct.ReplyState{Post: job.Message.Post(), ThreadTS: job.Message.ReplyThreadTS(), Stage: konstruct.StageQueued, Job: &job}); err != nil {
+		t.Fatal(err)
+	}
+	e.enqueue(job)
+	e.clock.advance(time.Hour)
+	if n, err := e.w.Sweep(ctxT(t)); err != nil || n != 0 {
+		t.Fatalf("sweep: %d, %v", n, err)
+	}
+	if a := e.answers(job); len(a) != 1 || a[0].Text != konstruct.TextThinking {
+		t.Errorf("the queued reply was touched: %+v", a)
 	}
 }
 

@@ -159,6 +159,7 @@ func (w *Server) buildMessages(ctx context.Context, agent konstruct.Agent, msg k
 	if q == "" {
 		q = "(The user mentioned you without a message.)"
 	}
+	q = boundQuestion(q)
 	// The question itself carries its author only in `name`: it is the
 	// turn being answered, and echoing back a "[name]" prefix looks odd.
 	out = append(out, llm.Message{Role: "user", Name: w.deps.Slack.UserName(ctx, msg.TeamID, msg.User), Content: q})
@@ -174,4 +175,40 @@ func userTurn(speaker, text string) llm.Message {
 		return llm.Message{Role: "user", Content: text}
 	}
 	return llm.Message{Role: "user", Name: speaker, Content: "[" + speaker + "] " + text}
+}
+
+// MaxQuestionTokens bounds the message being answered, as HistoryTokens
+// bounds the thread before it: one huge post (a paste, or text aimed at the
+// model's context or the tenant's token budget) is cut, with a note the
+// model sees, instead of going to the model whole.
+const MaxQuestionTokens = 4000
+
+// truncatedNote ends a question that was cut.
+const truncatedNote = " … (message truncated)"
+
+// boundQuestion cuts q to MaxQuestionTokens (llm.EstimateTokens), note
+// included, at a space near the limit when there is one.
+func boundQuestion(q string) string {
+	if llm.EstimateTokens(q) <= MaxQuestionTokens {
+		return q
+	}
+	limit := MaxQuestionTokens - llm.EstimateTokens(truncatedNote)
+	ascii, other, cut := 0, 0, len(q)
+	for i, r := range q {
+		if r < 0x80 {
+			ascii++
+		} else {
+			other++
+		}
+		if (ascii+3)/4+other > limit {
+			cut = i
+			break
+		}
+	}
+	head := q[:cut]
+	// Prefer a word boundary, if one is near.
+	if sp := strings.LastIndexAny(head, " \n\t"); sp > 0 && cut-sp < 200 {
+		head = head[:sp]
+	}
+	return strings.TrimSpace(head) + truncatedNote
 }

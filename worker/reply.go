@@ -119,6 +119,7 @@ func (w *Server) Handle(ctx context.Context, job konstruct.ReplyJob, d konstruct
 	} else {
 		r.st.Stage = konstruct.StageQueued
 		r.st.PlaceholderTS = "" // claimed below, so that two deliveries keep one
+		r.st.Job, r.st.Started = &job, w.cfg.Now()
 	}
 	if err := lease.Track(ctx); err != nil {
 		return r.fail(ctx, err)
@@ -157,8 +158,12 @@ func (r *reply) advance(ctx context.Context, stage konstruct.ReplyStage) error {
 }
 
 // placeholder makes sure the thread shows one placeholder, recorded before
-// anything is streamed into it: the router's, else one posted now.
+// anything is streamed into it: the one the router recorded, else the
+// job's, else one posted now.
 func (r *reply) placeholder(ctx context.Context) error {
+	if r.st.PlaceholderTS != "" { // the router recorded it
+		return r.advance(ctx, konstruct.StagePlaceholder)
+	}
 	ts, posted := r.job.PlaceholderTS, false
 	if ts == "" {
 		var err error

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/konstruct/konstruct"
 	"github.com/konstruct/konstruct/llm"
@@ -71,14 +72,20 @@ type Config struct {
 	// resolves its placeholder with an error instead of being retried
 	// (default 10m).
 	MaxAge time.Duration
-	// JanitorInterval is how often the janitor sweeps (default 30s).
+	// JanitorInterval is how often the janitor sweeps (default 15s).
 	JanitorInterval time.Duration
+	// OrphanGrace is how long a reply with no task may wait for the router
+	// to queue it before the janitor finishes it (default 2m: the router
+	// routes a record again within its lease, 30 s).
+	OrphanGrace time.Duration
 	// AgentCacheTTL is how long an agent stays cached (default 30s).
 	AgentCacheTTL time.Duration
 
 	Logger *slog.Logger
 	// Metrics may be nil.
 	Metrics *metrics.Metrics
+	// Now is the janitor's clock (default time.Now; tests move it).
+	Now func() time.Time
 }
 
 // Defaults of the worker.* settings.
@@ -126,10 +133,14 @@ func (c Config) withDefaults() Config {
 	c.PartChars = cmp.Or(c.PartChars, 11000)
 	c.FinalizeTimeout = cmp.Or(c.FinalizeTimeout, 2*time.Minute)
 	c.MaxAge = cmp.Or(c.MaxAge, 10*time.Minute)
-	c.JanitorInterval = cmp.Or(c.JanitorInterval, 30*time.Second)
+	c.JanitorInterval = cmp.Or(c.JanitorInterval, 15*time.Second)
+	c.OrphanGrace = cmp.Or(c.OrphanGrace, 2*time.Minute)
 	c.AgentCacheTTL = cmp.Or(c.AgentCacheTTL, 30*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	return c
 }
@@ -192,6 +203,10 @@ type States interface {
 	DueReplies(ctx context.Context, n int) ([]konstruct.Post, error)
 	ClaimDue(ctx context.Context, post konstruct.Post) (bool, error)
 	Reschedule(ctx context.Context, post konstruct.Post, at time.Time) error
+	// TaskState is where the post's reply task stands in the queue
+	// ("pending", "active", "scheduled", "retry", "archived",
+	// "completed"; "" when there is none).
+	TaskState(ctx context.Context, post konstruct.Post) (string, error)
 }
 
 // Deps are the services a Server uses; all are required.
@@ -210,9 +225,10 @@ type Server struct {
 	deps Deps
 	log  *slog.Logger
 
-	budgets *budgets
-	agents  *agentCache
-	tenants tenantSlots
+	budgets  *budgets
+	agents   *agentCache
+	tenants  tenantSlots
+	takeover *semaphore.Weighted // the janitor's takeovers running at once
 }
 
 // New returns a Server. cfg is expected to be valid (Validate); missing
@@ -223,11 +239,12 @@ func New(cfg Config, deps Deps) *Server {
 	}
 	cfg = cfg.withDefaults()
 	return &Server{
-		cfg:     cfg,
-		deps:    deps,
-		log:     cfg.Logger.With(slog.String("component", "worker")),
-		budgets: newBudgets(cfg.EditsPerMinute),
-		agents:  newAgentCache(deps.Agents, cfg.AgentCacheTTL),
+		cfg:      cfg,
+		deps:     deps,
+		log:      cfg.Logger.With(slog.String("component", "worker")),
+		budgets:  newBudgets(cfg.EditsPerMinute),
+		agents:   newAgentCache(deps.Agents, cfg.AgentCacheTTL),
+		takeover: semaphore.NewWeighted(int64(max(1, cfg.Concurrency/4))),
 	}
 }
 

@@ -135,6 +135,12 @@ func (a *app) demo(cmd *cobra.Command, o demoOptions) error {
 	cfg.SecretKey = base64.StdEncoding.EncodeToString(randomBytes(32))
 	cfg.SecretKeyPrevious = nil
 	cfg.HTTP.Addr = "127.0.0.1:0"
+	stateDir, err := os.MkdirTemp("", "konstruct-demo-")
+	if err != nil {
+		return fmt.Errorf("demo: state directory: %w", err)
+	}
+	defer os.RemoveAll(stateDir)
+	cfg.StateDir = stateDir
 	if err := cfg.Validate(daemonParts(roles{gateway: true, worker: true})...); err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}

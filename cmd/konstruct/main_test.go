@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -188,6 +189,12 @@ type testDaemon struct {
 // startDaemon builds and runs a daemon from vars, as `konstruct run` would.
 func startDaemon(t *testing.T, vars map[string]string, r roles, shutdown time.Duration) *testDaemon {
 	t.Helper()
+	if vars["KONSTRUCT_STATE_DIR"] == "" {
+		// Each daemon its own state directory (its intake spool), as two
+		// processes on one machine must have.
+		vars = maps.Clone(vars)
+		vars["KONSTRUCT_STATE_DIR"] = t.TempDir()
+	}
 	cfg, err := config.Load(config.Options{Getenv: func(k string) string { return vars[k] }})
 	if err != nil {
 		t.Fatal(err)

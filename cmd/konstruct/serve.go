@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +25,7 @@ import (
 	"github.com/konstruct/konstruct/queue"
 	"github.com/konstruct/konstruct/router"
 	"github.com/konstruct/konstruct/secret"
+	"github.com/konstruct/konstruct/spool"
 	"github.com/konstruct/konstruct/store"
 	"github.com/konstruct/konstruct/worker"
 )
@@ -109,6 +112,8 @@ type daemonT struct {
 	manager *bot.Manager
 	router  *router.Router
 	worker  *worker.Server
+	spool   *spool.Spool
+	intake  *spool.Recorder
 	httpLn  net.Listener
 	// loaded is set once the manager has read the workspaces: until then
 	// an empty socket list says nothing and /readyz is not ready.
@@ -156,7 +161,15 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 		},
 	})
 
+	if d.httpLn, err = (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.HTTP.Addr); err != nil {
+		return nil, fmt.Errorf("http.addr %s: %w", cfg.HTTP.Addr, err)
+	}
+
 	if r.gateway {
+		if d.spool, err = spool.Open(cfg.StateDir, spool.Options{}); err != nil {
+			return nil, fmt.Errorf("state_dir: %w (set state_dir or KONSTRUCT_STATE_DIR to a directory this user may write)", err)
+		}
+		d.intake = spool.NewRecorder(d.queue, d.spool, spool.RecorderConfig{Logger: logger, Metrics: d.metrics})
 		d.manager = bot.NewManager(bot.ManagerConfig{
 			APIURL:                  cfg.Slack.APIURL,
 			ConnectionsPerWorkspace: cfg.Slack.ConnectionsPerWorkspace,
@@ -171,17 +184,30 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 				d.web.Set(ws)
 				d.router.InvalidateTenants()
 			},
+			Recorder: d.intake,
+			Ignore: func(m konstruct.Message) (string, bool) {
+				out, skip := router.Prefilter(m)
+				return string(out), skip
+			},
 			Logger:     logger,
 			Metrics:    d.metrics,
 			HTTPClient: d.hooks.HTTPClient,
 		})
-		d.router = router.New(router.Config{Logger: logger, Metrics: d.metrics}, router.Deps{
-			Events:   d.manager.Events(),
+		host, _ := os.Hostname()
+		d.router = router.New(router.Config{
+			// One consumer of the intake per process, the same after a
+			// restart: what it had taken, it finishes first.
+			Consumer: cmp.Or(host, "konstruct") + ":" + portOf(d.httpLn.Addr()),
+			Logger:   logger,
+			Metrics:  d.metrics,
+		}, router.Deps{
+			Intake:   d.queue,
 			Tenants:  d.store,
 			Slack:    d.web,
 			Claims:   d.queue,
 			Threads:  d.queue,
 			Limiter:  d.queue,
+			Replies:  d.queue,
 			Enqueuer: d.queue,
 		})
 	}
@@ -207,11 +233,12 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 			States:  d.queue,
 		})
 	}
-
-	if d.httpLn, err = (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.HTTP.Addr); err != nil {
-		return nil, fmt.Errorf("http.addr %s: %w", cfg.HTTP.Addr, err)
-	}
 	return d, nil
+}
+
+func portOf(a net.Addr) string {
+	_, port, _ := net.SplitHostPort(a.String())
+	return port
 }
 
 // Run runs every piece until ctx ends, then stops them in order: sockets
@@ -238,8 +265,10 @@ func (d *daemonT) Run(ctx context.Context) error {
 	var gateway errgroup.Group
 	if d.manager != nil {
 		gateway.Go(func() error { return d.manager.Run(ctx) })
-		// The router drains the manager's queue until the manager closes it.
 		gateway.Go(func() error { return d.router.Run(ctx) })
+		// The spool's replay outlives the sockets: what they recorded last
+		// may still be on disk.
+		g.Go(func() error { return d.intake.Run(bg) })
 		g.Go(func() error {
 			err := d.store.ListenWorkspaces(ctx, d.manager.Trigger)
 			if err != nil && ctx.Err() == nil {
@@ -303,6 +332,9 @@ func (d *daemonT) close() {
 	}
 	if d.queue != nil {
 		_ = d.queue.Close()
+	}
+	if d.spool != nil {
+		_ = d.spool.Close()
 	}
 	if d.store != nil {
 		d.store.Close()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"regexp"
 	"strings"
@@ -69,6 +70,10 @@ type asyncRun struct {
 
 func startRun(t *testing.T, vars map[string]string, args ...string) *asyncRun {
 	t.Helper()
+	if vars["KONSTRUCT_STATE_DIR"] == "" {
+		vars = maps.Clone(vars)
+		vars["KONSTRUCT_STATE_DIR"] = t.TempDir()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &asyncRun{cancel: cancel, done: make(chan error, 1), stdout: &syncBuffer{}, stderr: &syncBuffer{}}
 	go func() {

@@ -1,0 +1,206 @@
+package bot
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/konstruct/konstruct"
+)
+
+// Recorder writes the messages of envelopes durably before they are acked
+// (*spool.Recorder: Redis, else a disk spool). An error means none of them
+// is recorded: they stay unacked and Slack redelivers them.
+type Recorder interface {
+	Record(ctx context.Context, msgs []konstruct.Message) error
+}
+
+// inbound is an events_api envelope read from a socket, not acked yet.
+type inbound struct {
+	s          *session
+	envelopeID string
+	buf        *[]byte // the frame, back to the pool once normalized
+	payload    []byte  // within *buf
+	retry      int
+	receivedAt time.Time
+}
+
+// recordable is a normalized message waiting for its durable record.
+type recordable struct {
+	in  inbound
+	msg konstruct.Message
+}
+
+// The intake pipeline, write then ack: read loops hand envelopes to a
+// bounded inbox without waiting (a full inbox leaves the envelope unacked
+// for Slack to redeliver); classifiers normalize them off the read loop and
+// ack at once what needs no record (not a message, malformed, or what the
+// payload alone shows the router would drop: bot posts, edits, channel
+// chatter); the committer records the rest in group commits — whatever
+// arrived while the previous write was in flight shares the next one —
+// and acks each envelope once its record is durable.
+type intake struct {
+	m       *Manager
+	mu      sync.RWMutex // closed is set under mu, sends happen under RLock
+	closed  bool
+	inbox   chan inbound
+	commits chan recordable
+
+	classifiers sync.WaitGroup
+	committed   chan struct{}
+}
+
+func newIntake(m *Manager) *intake {
+	return &intake{
+		m:         m,
+		inbox:     make(chan inbound, m.cfg.QueueSize),
+		commits:   make(chan recordable, m.cfg.QueueSize),
+		committed: make(chan struct{}),
+	}
+}
+
+func (in *intake) start() {
+	for range in.m.cfg.Normalizers {
+		in.classifiers.Go(in.classify)
+	}
+	go func() {
+		// Once every classifier has returned, nothing more is committed.
+		in.classifiers.Wait()
+		close(in.commits)
+	}()
+	go in.commit()
+}
+
+// offer hands an envelope to the pipeline; false when it is full or
+// closing, and the envelope is left unacked.
+func (in *intake) offer(e inbound) bool {
+	in.mu.RLock()
+	defer in.mu.RUnlock()
+	if in.closed {
+		return false
+	}
+	select {
+	case in.inbox <- e:
+		in.m.cfg.Metrics.QueueDepth(len(in.inbox) + len(in.commits))
+		return true
+	default:
+		return false
+	}
+}
+
+// drain takes no more envelopes and waits (up to d) until everything taken
+// is recorded and acked, or left unacked. The sockets stay open meanwhile,
+// so that the acks reach Slack.
+func (in *intake) drain(d time.Duration) {
+	in.mu.Lock()
+	if !in.closed {
+		in.closed = true
+		close(in.inbox)
+	}
+	in.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-in.committed:
+	case <-t.C:
+		in.m.log.Warn("intake drain timed out; what is left stays unacked for Slack to redeliver")
+	}
+}
+
+func (in *intake) classify() {
+	m := in.m
+	for e := range in.inbox {
+		if m.beforeNormalize != nil {
+			m.beforeNormalize()
+		}
+		msg, err := normalize(e.payload, e.receivedAt, e.s.g.botUser)
+		putFrameBuf(e.buf)
+		e.buf, e.payload = nil, nil
+		var revoked *RevokedError
+		switch {
+		case errors.As(err, &revoked):
+			m.revokeTeam(revoked)
+			e.s.ack(e.envelopeID, e.receivedAt)
+		case errors.Is(err, ErrNotMessage):
+			e.s.ack(e.envelopeID, e.receivedAt)
+		case err != nil:
+			m.log.Warn("malformed event acked and dropped", "app_id", e.s.g.appIDOr(), "error", errString(err))
+			e.s.ack(e.envelopeID, e.receivedAt)
+		default:
+			msg.RetryAttempt = e.retry
+			if m.cfg.Ignore != nil {
+				if outcome, ignore := m.cfg.Ignore(msg); ignore {
+					m.cfg.Metrics.Route(outcome, 0)
+					e.s.ack(e.envelopeID, e.receivedAt)
+					continue
+				}
+			}
+			in.commits <- recordable{in: e, msg: msg}
+		}
+	}
+}
+
+// commit is the one committer: group commits in arrival order (the spool
+// replays in that order too).
+func (in *intake) commit() {
+	defer close(in.committed)
+	m := in.m
+	batch := make([]recordable, 0, 256)
+	msgs := make([]konstruct.Message, 0, 256)
+	for first := range in.commits {
+		batch = append(batch[:0], first)
+	gather:
+		for len(batch) < cap(batch) {
+			select {
+			case r, ok := <-in.commits:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, r)
+			default:
+				break gather
+			}
+		}
+		msgs = msgs[:0]
+		for _, r := range batch {
+			msgs = append(msgs, r.msg)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.RecordTimeout)
+		err := m.cfg.Recorder.Record(ctx, msgs)
+		cancel()
+		if err != nil {
+			m.cfg.Metrics.RecordFailed(len(batch))
+			m.logUnrecorded(len(batch), err)
+			continue // unacked: Slack redelivers
+		}
+		for _, r := range batch {
+			r.in.s.ack(r.in.envelopeID, r.in.receivedAt)
+		}
+	}
+}
+
+// revokeTeam marks a workspace revoked after Slack said the app lost it
+// (app_uninstalled, tokens_revoked), then reconciles: its sockets close when
+// no other workspace uses the app.
+func (m *Manager) revokeTeam(e *RevokedError) {
+	m.log.Warn("slack says the app lost a workspace; marking it revoked", "team_id", e.TeamID, "event", e.Reason)
+	if m.cfg.OnRevoked != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		m.cfg.OnRevoked(ctx, e.TeamID)
+		cancel()
+	}
+	m.Trigger()
+}
+
+// logUnrecorded logs a failed record at most once a second.
+func (m *Manager) logUnrecorded(n int, err error) {
+	m.logMu.Lock()
+	defer m.logMu.Unlock()
+	if time.Since(m.lastUnrecorded) < time.Second {
+		return
+	}
+	m.lastUnrecorded = time.Now()
+	m.log.Error("could not record envelopes (Redis and the disk spool both failed); left unacked for Slack to redeliver",
+		"envelopes", n, "error", errString(err))
+}
