@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -95,7 +94,8 @@ type daemonHooks struct {
 	HTTPClient *http.Client
 	// Ready is closed once every part has started.
 	Ready chan struct{}
-	// ShutdownTimeout bounds the graceful stop (default 25s).
+	// ShutdownTimeout bounds how long the workers finish their replies at a
+	// stop before handing them back (default 20s; the whole stop fits 25s).
 	ShutdownTimeout time.Duration
 }
 
@@ -127,7 +127,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 		d.hooks = *hooks
 	}
 	if d.hooks.ShutdownTimeout == 0 {
-		d.hooks.ShutdownTimeout = 25 * time.Second
+		d.hooks.ShutdownTimeout = 20 * time.Second
 	}
 	defer func() {
 		if err != nil {
@@ -252,37 +252,36 @@ func (d *daemonT) Run(ctx context.Context) error {
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- srv.Serve(d.httpLn) }()
 
-	// Pieces that stop when ctx ends, and the stop order: sockets first
-	// (Slack routes new events to other connections or redelivers them),
-	// then the router drains what was acked, then the workers finish or
-	// hand back their tasks.
+	// Every piece stops when runCtx ends (a signal, or the HTTP server
+	// failing), all at once, each within its own bound: the gateway takes
+	// no new envelopes and acks what it recorded (≤ 3 s), the router
+	// finishes the records it took (≤ 5 s; the rest stays in the intake),
+	// the workers finish their replies or hand them back (≤ the shutdown
+	// timeout, 20 s). Together they fit systemd's TimeoutStopSec.
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
 	var g errgroup.Group
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBG()
-	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopWork()
 
-	var gateway errgroup.Group
+	var parts errgroup.Group
 	if d.manager != nil {
-		gateway.Go(func() error { return d.manager.Run(ctx) })
-		gateway.Go(func() error { return d.router.Run(ctx) })
+		parts.Go(func() error { return d.manager.Run(runCtx) })
+		parts.Go(func() error { return d.router.Run(runCtx) })
 		// The spool's replay outlives the sockets: what they recorded last
 		// may still be on disk.
 		g.Go(func() error { return d.intake.Run(bg) })
 		g.Go(func() error {
-			err := d.store.ListenWorkspaces(ctx, d.manager.Trigger)
-			if err != nil && ctx.Err() == nil {
+			err := d.store.ListenWorkspaces(runCtx, d.manager.Trigger)
+			if err != nil && runCtx.Err() == nil {
 				log.Warn("workspace notifications stopped; relying on periodic reconcile", "error", err)
 			}
 			return nil
 		})
 	}
-	workerDone := make(chan error, 1)
 	if d.worker != nil {
-		go func() { workerDone <- d.worker.Run(workCtx) }()
+		parts.Go(func() error { return d.worker.Run(runCtx) })
 		g.Go(func() error { d.watchQueue(bg); return nil })
-	} else {
-		workerDone <- nil
 	}
 	g.Go(func() error { d.watchdog(bg); return nil })
 
@@ -300,21 +299,16 @@ func (d *daemonT) Run(ctx context.Context) error {
 	}
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
 	log.Info("konstruct stopping")
+	stopRun()
 
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		if err := gateway.Wait(); err != nil && !errors.Is(err, context.Canceled) {
-			log.Error("gateway stopped", "error", err)
-		}
-		stopWork()
-		if err := <-workerDone; err != nil {
-			log.Error("workers stopped", "error", err)
-		}
-	}()
+	stopped := make(chan error, 1)
+	go func() { stopped <- parts.Wait() }()
 	select {
-	case <-stopped:
-	case <-time.After(d.hooks.ShutdownTimeout + 3*time.Second):
+	case err := <-stopped:
+		if err != nil {
+			log.Error("stopped with an error", "error", err)
+		}
+	case <-time.After(d.hooks.ShutdownTimeout + 5*time.Second):
 		log.Error("graceful stop took too long; exiting")
 	}
 	stopBG()
@@ -392,8 +386,11 @@ func (d *daemonT) httpHandler() http.Handler {
 	return mux
 }
 
-// watchdog pings systemd's watchdog, but only while Postgres and Redis
-// answer: a daemon that cannot reach them gets restarted.
+// watchdog pings systemd's watchdog from the daemon's own loop: the ping
+// means "this process is alive and scheduling", nothing more. Postgres and
+// Redis health belong to /readyz: an outage of either must never get the
+// daemon killed and restarted in a loop — the intake spool and the
+// router's retries carry the work through it.
 func (d *daemonT) watchdog(ctx context.Context) {
 	interval, err := daemon.SdWatchdogEnabled(false)
 	if err != nil || interval == 0 {
@@ -402,18 +399,11 @@ func (d *daemonT) watchdog(ctx context.Context) {
 	t := time.NewTicker(interval / 3)
 	defer t.Stop()
 	for {
+		_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			pctx, cancel := context.WithTimeout(ctx, interval/4)
-			healthy := d.store.Ping(pctx) == nil && d.queue.Ping(pctx) == nil
-			cancel()
-			if healthy {
-				_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
-			} else {
-				d.logger.Warn("unhealthy: not pinging the systemd watchdog")
-			}
 		}
 	}
 }
