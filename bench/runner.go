@@ -290,6 +290,7 @@ func (r *runner) setup(ctx context.Context) error {
 		"KONSTRUCT_LLM_MODEL=bench-model",
 		"KONSTRUCT_SECRET_KEY="+newSecretKey(),
 		"KONSTRUCT_HTTP_ADDR="+r.httpAddr,
+		"KONSTRUCT_STATE_DIR="+filepath.Join(o.OutDir, "state"),
 		"KONSTRUCT_RATELIMIT_PER_MINUTE=10000000",
 		"KONSTRUCT_WORKER_CONCURRENCY="+strconv.Itoa(o.WorkerConcurrency),
 		"KONSTRUCT_LOG_FORMAT=json",
