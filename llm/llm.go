@@ -51,6 +51,12 @@ type Request struct {
 	Messages    []Message
 	MaxTokens   int // 0 leaves it to the server
 	Temperature *float64
+	// Providers, when set, are the only providers the request may reach,
+	// in the order they are tried (a tenant's agent names them, so that an
+	// on-prem-only tenant never falls back to an external API). Empty means
+	// every configured provider, in configured order. A name that is not
+	// configured fails the request (EINVALID) before anything is sent.
+	Providers []string
 }
 
 // Result describes a completed (or, inside an InterruptedError, a partial)
@@ -172,15 +178,20 @@ func (c *Client) Providers() []string {
 // Stream generates an answer, sending each text delta to onDelta as it
 // arrives; onDelta returning an error aborts the call with that error.
 //
-// Providers are tried in order. A provider is asked for the requested model
+// Providers are tried in order: the configured order, or req.Providers,
+// which also restricts them. A provider is asked for the requested model
 // when its Models list is empty or contains it, else for its first listed
-// model. Before any text was delivered, Stream moves to the next provider on
-// a connection error, a 5xx or 429 (each first retried MaxRetries times on the
-// same provider, with backoff honouring Retry-After up to MaxRetryWait), a
-// first-token timeout, a broken or empty stream, and a 4xx such as a bad key
-// or an unknown model. When every provider failed, the error's code comes from
-// the last attempt: EUNAUTHORIZED (401/403), EINVALID (other 4xx), ERATELIMIT
-// (429), ETIMEOUT, else EUNAVAILABLE.
+// model. Before any text was delivered, Stream moves to the next provider
+// only on a transient failure: a connection error, a 5xx or 429 (each first
+// retried MaxRetries times on the same provider, with backoff honouring
+// Retry-After up to MaxRetryWait), a 408, a first-token timeout, a broken or
+// empty stream. A refusal (400, 401, 403, 404 and the other 4xx: a bad key,
+// an unknown model, a request the server will not take) ends the call
+// there: sending the same prompt to the next provider would only move the
+// tenant's data to an endpoint it was not meant for. The error's code comes
+// from the last attempt: EUNAUTHORIZED (401/403), EINVALID (other 4xx),
+// ERATELIMIT (429), ETIMEOUT, else EUNAVAILABLE; for a 4xx its message names
+// the provider and the status.
 //
 // Once text was delivered there is no fallback, since the caller has already
 // shown that text: an idle timeout, a broken stream or the total timeout ends
@@ -197,6 +208,10 @@ func (c *Client) Stream(ctx context.Context, req Request, onDelta func(delta str
 	if err != nil {
 		return res, err
 	}
+	providers, err := c.route(req.Providers)
+	if err != nil {
+		return res, err
+	}
 	if model == "" && !c.anyListsModels() {
 		return res, konstruct.Errorf(konstruct.EINVALID, "No language model is configured.")
 	}
@@ -207,7 +222,10 @@ func (c *Client) Stream(ctx context.Context, req Request, onDelta func(delta str
 	defer cancel()
 
 	var last Attempt
-	for _, p := range c.providers {
+	for _, p := range providers {
+		if last.Err != nil && !transient(last) {
+			break // refused: no fallback
+		}
 		params.Model = p.modelFor(model)
 		if params.Model == "" {
 			continue
@@ -258,6 +276,30 @@ func (c *Client) Stream(ctx context.Context, req Request, onDelta func(delta str
 	}
 	res.Latency = time.Since(start)
 	return res, finalError(last, len(res.Attempts))
+}
+
+// route returns the providers a request may use, in order: names (a
+// tenant's list) or, when empty, every provider.
+func (c *Client) route(names []string) ([]*provider, error) {
+	if len(names) == 0 {
+		return c.providers, nil
+	}
+	out := make([]*provider, 0, len(names))
+	for _, n := range names {
+		p, err := c.provider(n)
+		if err != nil || n == "" {
+			return nil, konstruct.Errorf(konstruct.EINVALID, "No language model provider is named %q (configured: %s).", n, strings.Join(c.Providers(), ", "))
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// transient reports whether a failed attempt may succeed elsewhere: no
+// HTTP error status (a connection error, a timeout, a broken or empty
+// stream), 408, 429 or a 5xx.
+func transient(att Attempt) bool {
+	return att.Status == 0 || att.Status == http.StatusRequestTimeout || retryable(att.Status)
 }
 
 func (c *Client) anyListsModels() bool {
@@ -488,11 +530,13 @@ func finalError(last Attempt, n int) error {
 	e := &konstruct.Error{Code: konstruct.EUNAVAILABLE, Message: "I couldn't reach the language model.", Err: cause}
 	switch s := last.Status; {
 	case s == http.StatusUnauthorized || s == http.StatusForbidden:
-		e.Code, e.Message = konstruct.EUNAUTHORIZED, "The language model refused our credentials."
+		e.Code, e.Message = konstruct.EUNAUTHORIZED, fmt.Sprintf("Language model provider %q refused our credentials (HTTP %d).", last.Provider, s)
 	case s == http.StatusTooManyRequests:
 		e.Code, e.Message = konstruct.ERATELIMIT, "The language model is busy right now."
+	case s == http.StatusNotFound:
+		e.Code, e.Message = konstruct.EINVALID, fmt.Sprintf("Language model provider %q does not know the model %q or the endpoint (HTTP 404).", last.Provider, last.Model)
 	case s >= 400 && s < 500:
-		e.Code, e.Message = konstruct.EINVALID, "The language model rejected the request (is the model name right?)."
+		e.Code, e.Message = konstruct.EINVALID, fmt.Sprintf("Language model provider %q rejected the request (HTTP %d).", last.Provider, s)
 	case errors.Is(last.Err, ErrFirstTokenTimeout), errors.Is(last.Err, ErrIdleTimeout), errors.Is(last.Err, ErrTotalTimeout):
 		e.Code, e.Message = konstruct.ETIMEOUT, "The language model took too long to answer."
 	}

@@ -158,7 +158,7 @@ func TestFallback(t *testing.T) {
 		{name: "first-token timeout", first: llmfake.Reply{Text: "late", FirstTokenDelay: 5 * time.Second},
 			cfg: llm.Config{Timeouts: llm.Timeouts{FirstToken: 200 * time.Millisecond}}, wantFirst: 1},
 		{name: "empty answer", first: llmfake.Reply{Chunks: []string{}}, wantFirst: 1},
-		{name: "404 unknown model", first: llmfake.Reply{Status: 404}, wantFirst: 1},
+		{name: "408", first: llmfake.Reply{Status: 408}, wantFirst: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -214,6 +214,107 @@ func TestFallback(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A refusal is not an outage: the same prompt sent to the next provider
+// would only reach an endpoint the tenant did not choose. The second
+// provider gets no request, and the error names the provider and status.
+func TestNoFallbackOnRefusal(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		status int
+		key    string // the first server's key; the client sends "wrong-key"
+		code   string
+	}{
+		{status: 400, code: konstruct.EINVALID},
+		{status: 401, key: "sk-right", code: konstruct.EUNAUTHORIZED},
+		{status: 403, code: konstruct.EUNAUTHORIZED},
+		{status: 404, code: konstruct.EINVALID},
+		{status: 422, code: konstruct.EINVALID},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.status), func(t *testing.T) {
+			t.Parallel()
+			opts := []llmfake.Option{llmfake.WithHandler(func(llmfake.ChatRequest) llmfake.Reply { return llmfake.Reply{Status: tt.status} })}
+			if tt.key != "" {
+				opts = append(opts, llmfake.WithAPIKey(tt.key))
+			}
+			first := fake(t, opts...)
+			second := fake(t, llmfake.WithHandler(func(llmfake.ChatRequest) llmfake.Reply { return llmfake.Reply{Text: "from the second"} }))
+			c := client(t, llm.Config{Providers: []llm.Provider{
+				{Name: "local", BaseURL: first.URL(), APIKey: "wrong-key"},
+				{Name: "cloud", BaseURL: second.URL()},
+			}})
+			res, err := c.Stream(t.Context(), ask("hi"), nil)
+			wantCode(t, err, tt.code)
+			if n := len(second.Requests()); n != 0 {
+				t.Errorf("the second provider got %d requests after a %d", n, tt.status)
+			}
+			if n := len(first.Requests()); tt.key == "" && n != 1 { // llmfake records no request it refused for its key
+				t.Errorf("a %d was retried: %d requests", tt.status, n)
+			}
+			msg := konstruct.ErrorMessage(err)
+			if !strings.Contains(msg, `"local"`) || !strings.Contains(msg, fmt.Sprint(tt.status)) {
+				t.Errorf("message %q does not name the provider and the status", msg)
+			}
+			if len(res.Attempts) != 1 || res.Attempts[0].Status != tt.status {
+				t.Errorf("attempts = %+v", res.Attempts)
+			}
+		})
+	}
+}
+
+// A tenant restricted to some providers reaches only those, in its order,
+// even when they are all down.
+func TestRequestProviders(t *testing.T) {
+	t.Parallel()
+	cloud := fake(t, llmfake.WithHandler(func(llmfake.ChatRequest) llmfake.Reply { return llmfake.Reply{Text: "from the cloud"} }))
+	down := fake(t, llmfake.WithHandler(func(llmfake.ChatRequest) llmfake.Reply { return llmfake.Reply{Status: 500} }))
+	other := fake(t, llmfake.WithHandler(func(llmfake.ChatRequest) llmfake.Reply { return llmfake.Reply{Text: "from the other"} }))
+
+	t.Run("restricted to a provider that is down", func(t *testing.T) {
+		t.Parallel()
+		for _, localURL := range []string{closedURL(t), down.URL()} {
+			c := client(t, llm.Config{Providers: []llm.Provider{{Name: "local", BaseURL: localURL}, {Name: "cloud", BaseURL: cloud.URL()}}})
+			req := ask("our secret roadmap")
+			req.Providers = []string{"local"}
+			res, err := c.Stream(t.Context(), req, nil)
+			wantCode(t, err, konstruct.EUNAVAILABLE)
+			for _, a := range res.Attempts {
+				if a.Provider != "local" {
+					t.Errorf("attempt on %q for a tenant restricted to local", a.Provider)
+				}
+			}
+		}
+		for _, r := range cloud.Requests() {
+			for _, m := range r.Messages {
+				if strings.Contains(m.Content, "secret roadmap") {
+					t.Fatal("the restricted tenant's prompt reached the cloud provider")
+				}
+			}
+		}
+	})
+	t.Run("order", func(t *testing.T) {
+		t.Parallel()
+		c := client(t, llm.Config{Providers: []llm.Provider{{Name: "a", BaseURL: down.URL()}, {Name: "b", BaseURL: other.URL()}}})
+		req := ask("hi")
+		req.Providers = []string{"b", "a"}
+		res, err := c.Stream(t.Context(), req, nil)
+		if err != nil || res.Provider != "b" || len(res.Attempts) != 1 {
+			t.Fatalf("got %q from %q after %d attempts, %v; want b first", res.Text, res.Provider, len(res.Attempts), err)
+		}
+	})
+	t.Run("unknown name", func(t *testing.T) {
+		t.Parallel()
+		c := client(t, llm.Config{Providers: []llm.Provider{{Name: "a", BaseURL: other.URL()}}})
+		req := ask("hi")
+		req.Providers = []string{"a", "nope"}
+		_, err := c.Stream(t.Context(), req, nil)
+		wantCode(t, err, konstruct.EINVALID)
+		if !strings.Contains(konstruct.ErrorMessage(err), `"nope"`) {
+			t.Errorf("message %q does not name the unknown provider", konstruct.ErrorMessage(err))
+		}
+	})
 }
 
 func TestIdleTimeoutMidStreamKeepsPartialAndDoesNotFallBack(t *testing.T) {
