@@ -2,17 +2,27 @@
 // "AI employee" for Slack, and the error codes every layer shares. It imports
 // only the standard library.
 //
-// The data flow, package by package:
+// The data flow, package by package, following one message:
 //
-//	Slack ──ws──> bot      one Socket Mode connection set per app token; every
-//	                       envelope is acked first, then normalized into a Message
-//	              router   tenant → drop bots/dupes → engaged thread? → rate
-//	                       limit → placeholder → enqueue an asynq task
-//	              worker   agent persona → thread history → llm (streamed) →
-//	                       chat.update in the thread → replies row
+//	Slack ──ws──> bot      one Socket Mode connection set per app token; each
+//	                       envelope is normalized into a Message off the read
+//	                       loop, recorded (spool: Redis, else local disk), and
+//	                       only then acked; chatter needs no record
+//	              router   reads the Records (a Redis consumer group, queue):
+//	                       tenant → drop bots/dupes → engaged thread? → rate
+//	                       limit → ReplyState + placeholder → enqueue a ReplyJob
+//	              worker   a reply: agent persona → thread history → llm
+//	                       (streamed) → chat.update in the thread (bot) → the
+//	                       replies row (store); the janitor finishes orphans
 //
-// store wraps Postgres (pgx, Row-Level Security per tenant), llm wraps any
-// OpenAI-compatible endpoint, config is the only package that reads viper,
-// migrations embeds the SQL schema, slacksim emulates Slack for tests, the
-// demo and benchmarks, and cmd/konstruct wires everything in one run().
+// One identity follows a message through all of it: its Post (tenant, team,
+// channel, ts). The dedupe claim, the ReplyState, the task id and the
+// replies row all derive from it, so every step can be repeated — after a
+// crash, a retry, or on another process — without a second answer.
+//
+// store wraps Postgres (pgx, Row-Level Security per tenant), queue wraps
+// Redis and asynq, llm wraps any OpenAI-compatible endpoint, config is the
+// only package that reads viper, migrations embeds the SQL schema, slacksim
+// emulates Slack for tests, the demo and benchmarks, and cmd/konstruct wires
+// everything in one run().
 package konstruct

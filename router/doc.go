@@ -1,7 +1,16 @@
-// Package router makes the decisions between the gateway and the workers:
-// which tenant a message belongs to, whether it is a bot's or a duplicate,
-// whether the bot is spoken to (mention, DM, engaged thread), whether the
-// tenant's channel is over its rate limit; then it posts the placeholder and
-// enqueues the reply task. It imports neither slack-go nor pgx: it declares
-// the small interfaces it needs next to their use.
+// Package router makes the decisions between the gateway and the workers.
+// It reads the records the gateway wrote before acking (Intake, a consumer
+// group in Redis) and decides for each: which tenant the message belongs
+// to, whether it is a bot's or a duplicate (a claim owned by the record, so
+// routing the same record again is not its own duplicate), whether the bot
+// is spoken to (mention, DM, engaged thread), whether the tenant's channel
+// is over its rate limit; then it records the reply's state, posts the
+// placeholder and enqueues the reply task. A record is finished only once
+// its outcome is durable; transient errors route it again, and records a
+// dead process left are taken over after a lease (run.go).
+//
+// Prefilter is the part of the decision the payload alone can make; the
+// gateway applies it before recording, so channel chatter costs no I/O.
+// The router imports neither slack-go nor pgx nor Redis: it declares the
+// small interfaces it needs next to their use.
 package router
