@@ -80,6 +80,9 @@ type Agent struct {
 	Active       bool      `json:"active"`
 	CreatedAt    time.Time `json:"created_at"`
 	UpdatedAt    time.Time `json:"updated_at"`
+	// Providers are the LLM providers (llm.providers names) the agent may
+	// use, in the order they are tried; empty means every configured one.
+	Providers []string `json:"providers,omitempty"`
 }
 
 // WorkspaceStatus says whether the gateway should hold sockets for a workspace.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -109,16 +110,27 @@ func (s *Store) SetAgent(ctx context.Context, a konstruct.Agent) (konstruct.Agen
 	if a.Name == "" {
 		return konstruct.Agent{}, konstruct.Errorf(konstruct.EINVALID, "an agent needs a name")
 	}
+	providers := make([]string, 0, len(a.Providers))
+	for _, p := range a.Providers {
+		if p = strings.TrimSpace(p); p == "" {
+			return konstruct.Agent{}, konstruct.Errorf(konstruct.EINVALID, "an agent's providers must be names, not empty")
+		}
+		if !slices.Contains(providers, p) {
+			providers = append(providers, p)
+		}
+	}
+	a.Providers = providers
 	a.Active = true
 	err := s.InTenant(ctx, a.TenantID, func(tx pgx.Tx) error {
 		return tx.QueryRow(ctx, `
-			INSERT INTO agents (tenant_id, name, role, persona, instructions, model, active)
-			VALUES ($1, $2, $3, $4, $5, $6, true)
+			INSERT INTO agents (tenant_id, name, role, persona, instructions, model, providers, active)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, true)
 			ON CONFLICT (tenant_id) WHERE active DO UPDATE SET
 				name = EXCLUDED.name, role = EXCLUDED.role, persona = EXCLUDED.persona,
-				instructions = EXCLUDED.instructions, model = EXCLUDED.model, updated_at = now()
+				instructions = EXCLUDED.instructions, model = EXCLUDED.model,
+				providers = EXCLUDED.providers, updated_at = now()
 			RETURNING id, created_at, updated_at`,
-			a.TenantID, a.Name, a.Role, a.Persona, a.Instructions, a.Model).Scan(&a.ID, &a.CreatedAt, &a.UpdatedAt)
+			a.TenantID, a.Name, a.Role, a.Persona, a.Instructions, a.Model, a.Providers).Scan(&a.ID, &a.CreatedAt, &a.UpdatedAt)
 	})
 	if pgCode(err) == pgForeignKey {
 		return konstruct.Agent{}, &konstruct.Error{Code: konstruct.ENOTFOUND, Message: fmt.Sprintf("no tenant %q", a.TenantID), Err: err}
@@ -134,9 +146,9 @@ func (s *Store) ActiveAgent(ctx context.Context, tenantID string) (konstruct.Age
 	var a konstruct.Agent
 	err := s.InTenant(ctx, tenantID, func(tx pgx.Tx) error {
 		return tx.QueryRow(ctx, `
-			SELECT id, tenant_id, name, role, persona, instructions, model, active, created_at, updated_at
+			SELECT id, tenant_id, name, role, persona, instructions, model, providers, active, created_at, updated_at
 			FROM agents WHERE active`).Scan(&a.ID, &a.TenantID, &a.Name, &a.Role, &a.Persona,
-			&a.Instructions, &a.Model, &a.Active, &a.CreatedAt, &a.UpdatedAt)
+			&a.Instructions, &a.Model, &a.Providers, &a.Active, &a.CreatedAt, &a.UpdatedAt)
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return konstruct.Agent{}, &konstruct.Error{Code: konstruct.ENOTFOUND,

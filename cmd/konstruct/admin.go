@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -139,9 +140,13 @@ func newAgentCmd(a *app) *cobra.Command {
 	var tenant string
 	var ag konstruct.Agent
 	set := &cobra.Command{
-		Use:   "set --tenant ID|SLUG --name N --role R --persona P [--model M] [--instructions TEXT]",
+		Use:   "set --tenant ID|SLUG --name N --role R --persona P [--model M] [--instructions TEXT] [--providers A,B]",
 		Short: "Create or replace the tenant's agent",
-		Args:  cobra.NoArgs,
+		Long: "Creates or replaces the tenant's agent. --providers names the llm.providers the tenant's\n" +
+			"questions may reach, in the order they are tried (default: every configured provider):\n" +
+			"a tenant that must stay on-prem lists only its on-prem providers, and never falls back\n" +
+			"to any other, even when its own are down.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var missing []string
 			for _, f := range []struct{ flag, v string }{{"--tenant", tenant}, {"--name", ag.Name}, {"--role", ag.Role}, {"--persona", ag.Persona}} {
@@ -153,11 +158,14 @@ func newAgentCmd(a *app) *cobra.Command {
 			if len(missing) > 0 {
 				flagErr = fmt.Errorf("agent set: %s required", strings.Join(missing, ", "))
 			}
-			_, st, err := a.storeFor(cmd, flagErr, config.NeedDatabase)
+			cfg, st, err := a.storeFor(cmd, flagErr, config.NeedDatabase)
 			if err != nil {
 				return err
 			}
 			defer st.Close()
+			if err := knownProviders(cfg, ag.Providers); err != nil {
+				return fmt.Errorf("agent set: %w", err)
+			}
 			t, err := st.ResolveTenant(cmd.Context(), tenant)
 			if err != nil {
 				return fmt.Errorf("agent set: tenant %q: %w", tenant, err)
@@ -178,8 +186,25 @@ func newAgentCmd(a *app) *cobra.Command {
 	set.Flags().StringVar(&ag.Persona, "persona", "", "how the agent speaks and behaves (required)")
 	set.Flags().StringVar(&ag.Model, "model", "", "model to use (default: llm.model)")
 	set.Flags().StringVar(&ag.Instructions, "instructions", "", "extra instructions for the system prompt")
+	set.Flags().StringSliceVar(&ag.Providers, "providers", nil, "llm.providers names the tenant may use, in fallback order (default: all)")
 	cmd.AddCommand(set)
 	return cmd
+}
+
+// knownProviders refuses provider names that llm.providers (or the single
+// provider of llm.base_url, named "default") does not configure: a typo
+// would otherwise fail every one of the tenant's questions.
+func knownProviders(cfg *config.Config, names []string) error {
+	var known []string
+	for _, p := range cfg.Providers() {
+		known = append(known, p.Name)
+	}
+	for _, n := range names {
+		if n = strings.TrimSpace(n); !slices.Contains(known, n) {
+			return konstruct.Errorf(konstruct.EINVALID, "--providers: no provider %q in llm.providers (configured: %s)", n, strings.Join(known, ", "))
+		}
+	}
+	return nil
 }
 
 func newWorkspaceCmd(a *app) *cobra.Command {
