@@ -39,6 +39,15 @@ type Record struct {
 	Redelivered bool
 }
 
+// RateLimit is the rate limiter's answer for one message.
+type RateLimit struct {
+	OK         bool
+	RetryAfter time.Duration // when the next message would be allowed
+	// Notify is true for the first refusal of a person in a window: the
+	// "too many requests" note is sent once, not for every message.
+	Notify bool
+}
+
 // TaskReplyGenerate is the type of the queued task that asks a worker to
 // answer a message in its thread.
 const TaskReplyGenerate = "reply:generate"

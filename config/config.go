@@ -76,7 +76,8 @@ type Config struct {
 		Addr string `mapstructure:"addr"`
 	} `mapstructure:"http"`
 	RateLimit struct {
-		PerMinute int `mapstructure:"per_minute"`
+		PerMinute        int `mapstructure:"per_minute"`
+		PerUserPerMinute int `mapstructure:"per_user_per_minute"`
 	} `mapstructure:"ratelimit"`
 	Threads struct {
 		EngagedTTL time.Duration `mapstructure:"engaged_ttl"`
@@ -91,8 +92,10 @@ type Config struct {
 		Streaming string `mapstructure:"streaming"`
 		// HistoryTokens bounds the thread context sent to the model.
 		HistoryTokens int `mapstructure:"history_tokens"`
-		// MaxAnswerTokens bounds the model's answer (0 = the server's default).
+		// MaxAnswerTokens bounds the model's answer.
 		MaxAnswerTokens int `mapstructure:"max_answer_tokens"`
+		// MaxAnswerMessages bounds the Slack messages of one answer.
+		MaxAnswerMessages int `mapstructure:"max_answer_messages"`
 	} `mapstructure:"worker"`
 	Log struct {
 		Format string `mapstructure:"format"` // auto | json | text
@@ -126,12 +129,14 @@ var defaults = map[string]any{
 	"state_dir":                       "",
 	"http.addr":                       "127.0.0.1:9464",
 	"ratelimit.per_minute":            queue.DefaultRatePerMinute,
+	"ratelimit.per_user_per_minute":   queue.DefaultRatePerUserPerMinute,
 	"threads.engaged_ttl":             shortDuration(queue.DefaultEngagedTTL),
 	"worker.concurrency":              worker.DefaultConcurrency,
 	"worker.tenant_concurrency":       0,
 	"worker.streaming":                worker.StreamingUpdate,
 	"worker.history_tokens":           worker.DefaultHistoryTokens,
-	"worker.max_answer_tokens":        0,
+	"worker.max_answer_tokens":        worker.DefaultMaxAnswerTokens,
+	"worker.max_answer_messages":      worker.DefaultMaxAnswerMessages,
 	"log.format":                      "auto",
 	"log.level":                       "info",
 }
@@ -416,12 +421,16 @@ func (c *Config) Validate(parts ...Part) error {
 		case NeedWorker:
 			errs = append(errs, keyed(c.WorkerConfig().Validate(), func(field string) string { return "worker." + field })...)
 			errs = append(errs, keyed(c.Queue().Validate(), map[string]string{
-				"rate_per_minute": "ratelimit.per_minute", "engaged_ttl": "threads.engaged_ttl"})...)
+				"rate_per_minute": "ratelimit.per_minute", "rate_per_user_per_minute": "ratelimit.per_user_per_minute",
+				"engaged_ttl": "threads.engaged_ttl"})...)
 			if c.Worker.Concurrency == 0 {
 				bad("worker.concurrency", "must be at least 1, got 0")
 			}
 			if c.RateLimit.PerMinute == 0 {
 				bad("ratelimit.per_minute", "must be at least 1, got 0")
+			}
+			if c.RateLimit.PerUserPerMinute == 0 {
+				bad("ratelimit.per_user_per_minute", "must be at least 1, got 0")
 			}
 			if c.Threads.EngagedTTL == 0 {
 				bad("threads.engaged_ttl", "must be a positive duration such as 30m")
@@ -453,14 +462,15 @@ func (c *Config) Validate(parts ...Part) error {
 
 // Queue is the Redis side: redis.*, ratelimit.*, threads.*.
 func (c *Config) Queue() queue.Config {
-	return queue.Config{URL: c.Redis.URL, Prefix: c.Redis.Prefix, RatePerMinute: c.RateLimit.PerMinute, EngagedTTL: c.Threads.EngagedTTL}
+	return queue.Config{URL: c.Redis.URL, Prefix: c.Redis.Prefix, RatePerMinute: c.RateLimit.PerMinute,
+		RatePerUserPerMinute: c.RateLimit.PerUserPerMinute, EngagedTTL: c.Threads.EngagedTTL}
 }
 
 // WorkerConfig is worker.*.
 func (c *Config) WorkerConfig() worker.Config {
 	return worker.Config{
 		Concurrency: c.Worker.Concurrency, TenantConcurrency: c.Worker.TenantConcurrency, Streaming: c.Worker.Streaming,
-		HistoryTokens: c.Worker.HistoryTokens, MaxAnswerTokens: c.Worker.MaxAnswerTokens,
+		HistoryTokens: c.Worker.HistoryTokens, MaxAnswerTokens: c.Worker.MaxAnswerTokens, MaxAnswerMessages: c.Worker.MaxAnswerMessages,
 	}
 }
 

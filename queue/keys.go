@@ -18,6 +18,8 @@ import (
 //	{p}{t}:post:{team}:{channel}:{ts}    string  router (claim)     router          DedupeTTL (24 h)
 //	{p}{t}:engaged:{channel}:{thread}    string  worker (answered)  router          threads.engaged_ttl
 //	{p}{t}:ratelimit:{channel}           string  router (GCRA)      router          ≤ 1 min (redis_rate)
+//	{p}{t}:ratelimit:{channel}:{user}    string  router (GCRA)      router          ≤ 1 min (redis_rate)
+//	{p}{t}:ratenote:{channel}:{user}     string  router             router          the refusal's wait (≥ 1 s)
 //	{p}{t}:reply:{team}:{channel}:{ts}   hash    worker, janitor    worker, janitor ReplyTTL (48 h)
 //	… same …:lock                        string  worker, janitor    worker, janitor LockTTL (45 s), extended while held
 //	{p}replies:inflight                  zset    router, worker     janitor         none; members leave when done
@@ -43,6 +45,12 @@ func (k keys) engaged(tenantID, channelID, threadTS string) string {
 }
 func (k keys) rateLimit(tenantID, channelID string) string {
 	return k.tenant(tenantID, "ratelimit") + channelID
+}
+func (k keys) rateLimitUser(tenantID, channelID, userID string) string {
+	return k.tenant(tenantID, "ratelimit") + channelID + ":" + userID
+}
+func (k keys) rateNote(tenantID, channelID, userID string) string {
+	return k.tenant(tenantID, "ratenote") + channelID + ":" + userID
 }
 func (k keys) reply(p konstruct.Post) string     { return k.tenant(p.TenantID, "reply") + postSuffix(p) }
 func (k keys) replyLock(p konstruct.Post) string { return k.reply(p) + ":lock" }

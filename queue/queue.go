@@ -43,6 +43,9 @@ type Config struct {
 	// RatePerMinute is the rate limit per tenant per channel
 	// (ratelimit.per_minute, 30).
 	RatePerMinute int
+	// RatePerUserPerMinute is the rate limit per person per channel
+	// (ratelimit.per_user_per_minute, 10).
+	RatePerUserPerMinute int
 	// ReplyTTL is how long a reply's state is kept (48 h).
 	ReplyTTL time.Duration
 	// OrphanAfter is how long a reply may go without a heartbeat before
@@ -63,8 +66,9 @@ type Config struct {
 
 // Defaults of the settings an operator may change.
 const (
-	DefaultRatePerMinute = 30
-	DefaultEngagedTTL    = 30 * time.Minute
+	DefaultRatePerMinute        = 30
+	DefaultRatePerUserPerMinute = 10
+	DefaultEngagedTTL           = 30 * time.Minute
 )
 
 // Validate reports every problem with c, as *konstruct.FieldError values.
@@ -84,6 +88,9 @@ func (c Config) Validate() error {
 	}
 	if c.RatePerMinute < 0 {
 		bad("rate_per_minute", "must be at least 1, got %d", c.RatePerMinute)
+	}
+	if c.RatePerUserPerMinute < 0 {
+		bad("rate_per_user_per_minute", "must be at least 1, got %d", c.RatePerUserPerMinute)
 	}
 	if c.EngagedTTL < 0 {
 		bad("engaged_ttl", "must be a positive duration such as 30m")
@@ -108,6 +115,7 @@ func (c Config) withDefaults() Config {
 	c.DedupeTTL = cmp.Or(c.DedupeTTL, 24*time.Hour)
 	c.EngagedTTL = cmp.Or(c.EngagedTTL, DefaultEngagedTTL)
 	c.RatePerMinute = cmp.Or(c.RatePerMinute, DefaultRatePerMinute)
+	c.RatePerUserPerMinute = cmp.Or(c.RatePerUserPerMinute, DefaultRatePerUserPerMinute)
 	c.ReplyTTL = cmp.Or(c.ReplyTTL, 48*time.Hour)
 	c.OrphanAfter = cmp.Or(c.OrphanAfter, time.Minute)
 	c.TaskCheckInterval = cmp.Or(c.TaskCheckInterval, 10*time.Millisecond)
@@ -156,7 +164,7 @@ func newQueue(cfg Config, rdb redis.UniversalClient) *Queue {
 		client: asynq.NewClientFromRedisClient(rdb),
 		insp:   asynq.NewInspectorFromRedisClient(rdb),
 	}
-	q.limiter = newLimiter(rdb, cfg.RatePerMinute)
+	q.limiter = newLimiter(rdb, cfg.RatePerMinute, cfg.RatePerUserPerMinute)
 	return q
 }
 

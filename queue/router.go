@@ -61,24 +61,41 @@ func (q *Queue) Engaged(ctx context.Context, tenantID, channelID, threadTS strin
 	return n == 1, nil
 }
 
-// Allow takes one message from the tenant's budget in the channel (GCRA:
-// bursts of up to the per-minute rate, refilled evenly over the minute);
-// when it is refused, retryAfter says when the next one will be allowed.
-func (q *Queue) Allow(ctx context.Context, tenantID, channelID string) (ok bool, retryAfter time.Duration, err error) {
-	res, err := q.limiter.lim.Allow(ctx, q.keys.rateLimit(tenantID, channelID), q.limiter.limit)
+// Allow takes one message from the person's budget in the channel and
+// from the tenant's (GCRA: bursts up to the per-minute rate, refilled
+// evenly over the minute): one person cannot exhaust a channel for everyone,
+// nor a channel the tenant.
+func (q *Queue) Allow(ctx context.Context, tenantID, channelID, userID string) (konstruct.RateLimit, error) {
+	res, err := q.limiter.lim.Allow(ctx, q.keys.rateLimitUser(tenantID, channelID, userID), q.limiter.perUser)
 	if err != nil {
-		return false, 0, unavailable("rate limit", err)
+		return konstruct.RateLimit{}, unavailable("rate limit", err)
 	}
-	return res.Allowed > 0, res.RetryAfter, nil
+	if res.Allowed > 0 {
+		if res, err = q.limiter.lim.Allow(ctx, q.keys.rateLimit(tenantID, channelID), q.limiter.limit); err != nil {
+			return konstruct.RateLimit{}, unavailable("rate limit", err)
+		}
+		if res.Allowed > 0 {
+			return konstruct.RateLimit{OK: true}, nil
+		}
+	}
+	l := konstruct.RateLimit{RetryAfter: res.RetryAfter}
+	notified, err := q.rdb.SetNX(ctx, q.keys.rateNote(tenantID, channelID, userID), 1, max(res.RetryAfter, time.Second)).Result()
+	if err != nil {
+		return konstruct.RateLimit{}, unavailable("rate limit", err)
+	}
+	l.Notify = notified
+	return l, nil
 }
 
 type limiter struct {
-	lim   *redis_rate.Limiter
-	limit redis_rate.Limit
+	lim     *redis_rate.Limiter
+	limit   redis_rate.Limit // per tenant per channel
+	perUser redis_rate.Limit // per person per channel
 }
 
-func newLimiter(rdb redis.UniversalClient, perMinute int) *limiter {
-	return &limiter{lim: redis_rate.NewLimiter(unprefixed{rdb}), limit: redis_rate.PerMinute(max(perMinute, 1))}
+func newLimiter(rdb redis.UniversalClient, perMinute, perUserPerMinute int) *limiter {
+	return &limiter{lim: redis_rate.NewLimiter(unprefixed{rdb}),
+		limit: redis_rate.PerMinute(max(perMinute, 1)), perUser: redis_rate.PerMinute(max(perUserPerMinute, 1))}
 }
 
 // unprefixed removes the "rate:" redis_rate puts before every key, so that

@@ -74,10 +74,10 @@ type Threads interface {
 	Engaged(ctx context.Context, tenantID, channelID, threadTS string) (bool, error)
 }
 
-// Limiter is the per tenant per channel rate limit (*queue.Queue): when a
-// message is not allowed, retryAfter says when the next one will be.
+// Limiter is the rate limit per person per channel and per tenant per
+// channel (*queue.Queue).
 type Limiter interface {
-	Allow(ctx context.Context, tenantID, channelID string) (ok bool, retryAfter time.Duration, err error)
+	Allow(ctx context.Context, tenantID, channelID, userID string) (konstruct.RateLimit, error)
 }
 
 // Replies is the durable state of replies (*queue.Queue): the router
@@ -236,12 +236,15 @@ func (r *Router) Route(ctx context.Context, rec konstruct.Record) (out Outcome, 
 		return Duplicate, nil
 	}
 
-	ok, wait, err := r.deps.Limiter.Allow(ctx, ws.TenantID, msg.ChannelID)
+	lim, err := r.deps.Limiter.Allow(ctx, ws.TenantID, msg.ChannelID, msg.User)
 	if err != nil {
 		return "", err
 	}
-	if !ok {
-		return RateLimited, r.tellRateLimited(ctx, msg, wait)
+	if !lim.OK {
+		if !lim.Notify {
+			return RateLimited, nil // told once already in this window
+		}
+		return RateLimited, r.tellRateLimited(ctx, msg, lim.RetryAfter)
 	}
 
 	st, err := r.deps.Replies.BeginReply(ctx, konstruct.ReplyState{

@@ -312,11 +312,16 @@ func TestRouteRateLimit(t *testing.T) {
 			t.Fatalf("#%d: %q, %v; want %q", i, got, err, want)
 		}
 	}
-	// Another channel has its own budget; a thread reply gets the notice in the thread.
+	// Another channel has its own budget; refused again in the same
+	// window, a person is not told twice; another person refused is told,
+	// in the thread when the message is in one.
 	if got, _ := u.route(ctx, msg(func(m *konstruct.Message) { mention(m); m.ChannelID = "C2" })); got != router.Enqueued {
 		t.Fatalf("other channel: %q", got)
 	}
-	reply := msg(func(m *konstruct.Message) { mention(m); m.ThreadTS = "5.0" })
+	if got, _ := u.route(ctx, msg(mention)); got != router.RateLimited {
+		t.Fatalf("again: %q", got)
+	}
+	reply := msg(func(m *konstruct.Message) { mention(m); m.ThreadTS = "5.0"; m.User = "UOTHER" })
 	if got, _ := u.route(ctx, reply); got != router.RateLimited {
 		t.Fatalf("thread reply: %q", got)
 	}
@@ -326,7 +331,7 @@ func TestRouteRateLimit(t *testing.T) {
 	if e := u.slack.ephemerals[0]; !strings.HasPrefix(e, human+"@: I'm receiving too many requests right now — please try again in ") || !strings.HasSuffix(e, " seconds.") {
 		t.Errorf("ephemeral %q", e)
 	}
-	if e := u.slack.ephemerals[1]; !strings.HasPrefix(e, human+"@5.0: ") {
+	if e := u.slack.ephemerals[1]; !strings.HasPrefix(e, "UOTHER@5.0: ") {
 		t.Errorf("thread ephemeral %q", e)
 	}
 	// Keys live under the prefix, namespaced by tenant; none is left outside.
@@ -335,6 +340,30 @@ func TestRouteRateLimit(t *testing.T) {
 	}
 	if keys, _ := u.redis.Client.Keys(ctx, "rate:"+u.redis.Prefix+"*").Result(); len(keys) > 0 {
 		t.Errorf("keys outside the prefix: %v", keys)
+	}
+}
+
+// One person cannot exhaust a channel for everyone.
+func TestRouteRateLimitPerPerson(t *testing.T) {
+	t.Parallel()
+	rd := testenv.NewRedis(t)
+	q := rd.NewQueue(t, queue.Config{RatePerMinute: 1000, RatePerUserPerMinute: 2})
+	u := &unit{slack: &fakeSlack{}, enq: &fakeEnqueuer{}, q: q, redis: rd,
+		tenants: &fakeTenants{teams: map[string]konstruct.Workspace{team: {TenantID: tenant, TeamID: team, BotUserID: botUser, Status: konstruct.WorkspaceActive}}}}
+	u.r = router.New(router.Config{}, router.Deps{Intake: q, Tenants: u.tenants, Slack: u.slack, Claims: q, Threads: q, Limiter: q, Replies: q, Enqueuer: u.enq})
+	ctx := ctxT(t)
+	for i, want := range []router.Outcome{router.Enqueued, router.Enqueued, router.RateLimited, router.RateLimited} {
+		if got, err := u.route(ctx, msg(mention)); err != nil || got != want {
+			t.Fatalf("#%d: %q, %v; want %q", i, got, err, want)
+		}
+	}
+	for i := range 2 {
+		if got, _ := u.route(ctx, msg(func(m *konstruct.Message) { mention(m); m.User = "UCOLLEAGUE" })); got != router.Enqueued {
+			t.Fatalf("a colleague's question #%d: %q", i, got)
+		}
+	}
+	if len(u.slack.ephemerals) != 1 {
+		t.Errorf("ephemerals %q: want one, to the person over their limit", u.slack.ephemerals)
 	}
 }
 

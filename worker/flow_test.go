@@ -557,3 +557,38 @@ func TestTopLevelSkipsHistory(t *testing.T) {
 		t.Error("history not read for a message in a thread")
 	}
 }
+
+// A model that will not stop floods nobody: the answer is capped at
+// MaxAnswerMessages messages, the last one says it was cut, and the token
+// cap goes to the server.
+func TestLoopingModelIsCut(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withConfig(func(c *Config) { c.PartChars = 1000 }))
+	loop := strings.Repeat("All work and no play makes Jack a dull boy. ", 25) + "\n\n"
+	chunks := make([]string, 2000) // ~2.2 MB, far past 5 × 1000 characters
+	for i := range chunks {
+		chunks[i] = loop
+	}
+	e.fakes[0].SetHandler(func(llmfake.ChatRequest) llmfake.Reply { return llmfake.Reply{Chunks: chunks} })
+	job := e.mention("tell me everything", "")
+	e.handle(job)
+	answers := e.answers(job)
+	if len(answers) != DefaultMaxAnswerMessages {
+		t.Fatalf("%d messages, want %d", len(answers), DefaultMaxAnswerMessages)
+	}
+	for i, a := range answers {
+		if n := utf8.RuneCountInString(markdownOf(t, a)); n > 1000 {
+			t.Errorf("message %d: %d characters", i, n)
+		}
+	}
+	if last := markdownOf(t, answers[len(answers)-1]); !strings.HasSuffix(last, textTooLong) {
+		t.Errorf("the last message does not say the answer was cut: …%q", last[max(0, len(last)-120):])
+	}
+	reqs := e.fakes[0].Requests()
+	if len(reqs) != 1 || reqs[0].MaxTokens != DefaultMaxAnswerTokens {
+		t.Errorf("requests %d, max_tokens %d; want 1, %d", len(reqs), reqs[0].MaxTokens, DefaultMaxAnswerTokens)
+	}
+	if rows := e.replies(e.tenant); len(rows) != 1 || rows[0].Outcome != konstruct.OutcomeAnswered {
+		t.Errorf("rows %+v", rows)
+	}
+}

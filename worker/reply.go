@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/konstruct/konstruct"
 	"github.com/konstruct/konstruct/internal/markdown"
@@ -25,6 +26,7 @@ const (
 	textInternal   = "Sorry — something went wrong on my side. Please try again in a moment."
 	textOrphaned   = "Sorry — I was interrupted while answering. Please ask again."
 	textCutOffNote = "_(The answer was cut off: the language model stopped responding.)_"
+	textTooLong    = "_(The answer was cut here: it was longer than I may post in one reply.)_"
 	textLostThread = "Sorry — I couldn't post my answer here. Please try again."
 )
 
@@ -45,6 +47,9 @@ func llmErrorText(err error) string {
 	}
 	return textInternal
 }
+
+// errTooLong stops a model whose answer passed the cap.
+var errTooLong = errors.New("the answer passed its length cap")
 
 // errLeaseLost cancels a reply whose lease another process took over.
 var errLeaseLost = errors.New("the reply's lease was lost")
@@ -213,8 +218,14 @@ func (r *reply) generate(ctx context.Context) error {
 	}
 
 	s := w.newStreamer(ctx, r)
+	limit := w.cfg.MaxAnswerMessages * w.cfg.PartChars // characters
 	res, err := w.deps.LLM.Stream(ctx, llm.Request{Model: agent.Model, Messages: msgs, MaxTokens: w.cfg.MaxAnswerTokens},
-		func(d string) error { s.add(d); return nil })
+		func(d string) error {
+			if s.add(d) > limit {
+				return errTooLong
+			}
+			return nil
+		})
 	s.close(ctx)
 	r.st.Stats = konstruct.ReplyStats{Model: cmp.Or(res.Model, agent.Model), Provider: res.Provider, PromptTokens: res.PromptTokens,
 		CompletionTokens: res.CompletionTokens, TimeToFirstToken: res.TimeToFirstToken, Latency: res.Latency}
@@ -222,6 +233,13 @@ func (r *reply) generate(ctx context.Context) error {
 		// Shut down, or the lease was lost: hand the task back; the next
 		// delivery resumes in the same message.
 		return context.Cause(ctx)
+	}
+	if errors.Is(err, errTooLong) {
+		// A model that will not stop: what fits, and say it was cut.
+		text := res.Text[:markdown.RuneOffset(res.Text, limit-utf8.RuneCountInString(textTooLong)-2)]
+		r.st.Text = strings.TrimSpace(text) + "\n\n" + textTooLong
+		r.log.LogAttrs(ctx, slog.LevelWarn, "answer cut at its length cap", slog.Int("chars", limit))
+		return r.advance(ctx, konstruct.StageFinal)
 	}
 	if err != nil {
 		text := llmErrorText(err)
@@ -323,6 +341,16 @@ func (w *Server) deliver(ctx context.Context, st *konstruct.ReplyState, text str
 	parts := markdown.Split(text, w.cfg.PartChars)
 	if len(parts) == 0 {
 		parts = []string{textInternal}
+	}
+	if n := w.cfg.MaxAnswerMessages; len(parts) > n {
+		// Seams (reopened code fences) can make a capped answer one part
+		// longer: the last message says where it was cut.
+		last := parts[n-1]
+		room := w.cfg.PartChars - utf8.RuneCountInString(textTooLong) - 2
+		if utf8.RuneCountInString(last) > room {
+			last = markdown.CloseOpenFence(last[:markdown.RuneOffset(last, room-4)])
+		}
+		parts = append(parts[:n-1], strings.TrimSpace(last)+"\n\n"+textTooLong)
 	}
 	if st.StreamTS != "" {
 		w.stopStream(ctx, post, st.StreamTS)

@@ -25,8 +25,9 @@ type streamer struct {
 	out  output
 	used []output // every output the loop used, ended by close
 
-	mu  sync.Mutex
-	buf strings.Builder
+	mu    sync.Mutex
+	buf   strings.Builder
+	runes int
 
 	stop, done chan struct{}
 }
@@ -63,10 +64,14 @@ func (w *Server) newStreamer(ctx context.Context, r *reply) *streamer {
 	return s
 }
 
-func (s *streamer) add(delta string) {
+// add appends a delta and returns the answer's length so far, in
+// characters.
+func (s *streamer) add(delta string) int {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.buf.WriteString(delta)
-	s.mu.Unlock()
+	s.runes += utf8.RuneCountInString(delta)
+	return s.runes
 }
 
 // text is the answer so far. A Builder's String shares its bytes, which

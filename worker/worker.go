@@ -52,8 +52,13 @@ type Config struct {
 	Streaming string
 	// HistoryTokens bounds the thread context sent to the model (default 6000).
 	HistoryTokens int
-	// MaxAnswerTokens caps the answer (0 leaves it to the server).
+	// MaxAnswerTokens caps the answer the model may write (default 4,096):
+	// a looping model must not flood a thread until the total timeout.
 	MaxAnswerTokens int
+	// MaxAnswerMessages caps the Slack messages one answer takes (default
+	// 5): past MaxAnswerMessages × PartChars characters the answer is cut,
+	// with a visible note, whatever the server does with the token cap.
+	MaxAnswerMessages int
 
 	// EditsPerMinute is the chat.update budget the replies streaming in one
 	// workspace share in this process (default 40, under Slack's ~50/min
@@ -90,8 +95,10 @@ type Config struct {
 
 // Defaults of the worker.* settings.
 const (
-	DefaultConcurrency   = 20
-	DefaultHistoryTokens = 6000
+	DefaultConcurrency       = 20
+	DefaultHistoryTokens     = 6000
+	DefaultMaxAnswerTokens   = 4096
+	DefaultMaxAnswerMessages = 5
 )
 
 // Validate reports every problem with c, as *konstruct.FieldError values.
@@ -117,6 +124,9 @@ func (c Config) Validate() error {
 	if c.MaxAnswerTokens < 0 {
 		bad("max_answer_tokens", "must not be negative")
 	}
+	if c.MaxAnswerMessages < 0 || c.MaxAnswerMessages > 50 {
+		bad("max_answer_messages", "must be between 1 and 50, got %d", c.MaxAnswerMessages)
+	}
 	if c.PartChars != 0 && (c.PartChars < 200 || c.PartChars > 12000) {
 		bad("part_chars", "must be between 200 and 12000, got %d", c.PartChars)
 	}
@@ -128,6 +138,8 @@ func (c Config) withDefaults() Config {
 	c.TenantConcurrency = cmp.Or(c.TenantConcurrency, max(1, c.Concurrency/2))
 	c.Streaming = cmp.Or(c.Streaming, StreamingUpdate)
 	c.HistoryTokens = cmp.Or(c.HistoryTokens, DefaultHistoryTokens)
+	c.MaxAnswerTokens = cmp.Or(c.MaxAnswerTokens, DefaultMaxAnswerTokens)
+	c.MaxAnswerMessages = cmp.Or(c.MaxAnswerMessages, DefaultMaxAnswerMessages)
 	c.EditsPerMinute = cmp.Or(c.EditsPerMinute, 40)
 	c.EditInterval = cmp.Or(c.EditInterval, time.Second)
 	c.PartChars = cmp.Or(c.PartChars, 11000)
