@@ -92,6 +92,9 @@ func (w *Server) Handle(ctx context.Context, job konstruct.ReplyJob, d konstruct
 		w.cfg.Metrics.QueueLatency.Observe(time.Since(job.EnqueuedAt).Seconds())
 	}
 
+	// What the model writes may mention only whom the asker mentioned
+	// (the Slack edge neutralises the rest).
+	ctx = konstruct.WithAsker(ctx, m.User, m.Text)
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	lease, err := w.deps.States.AcquireReply(ctx, post, func() { cancel(errLeaseLost) })
