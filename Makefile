@@ -35,6 +35,10 @@ lint: ## gofmt, go vet and golangci-lint (.golangci.yaml; installed into bin/ on
 bench: services build ## run the benchmark (ack path, router, pipeline, sockets); BENCH_FLAGS=--quick for a short run
 	$(BIN) bench $(BENCH_FLAGS)
 
+.PHONY: chaos
+chaos: services build ## chaos run: Slack retries, cut sockets, a 30 s Redis outage with a SIGKILL of the daemon inside it (CHAOS_FLAGS)
+	$(BIN) bench --chaos $(CHAOS_FLAGS)
+
 demo: services build ## start the demo: in-process Slack emulator + daemon + a terminal chat
 	$(BIN) demo
 
