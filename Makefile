@@ -5,10 +5,10 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GOFLAGS_TEST ?= -count=1 -timeout 20m
 
 .DEFAULT_GOAL := help
-.PHONY: help build test test-race test-short lint bench demo services clean
+.PHONY: help build test test-race test-short lint bench demo services package package-check clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/konstruct
 	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/konstruct
@@ -42,5 +42,26 @@ chaos: services build ## chaos run: Slack retries, cut sockets, a 30 s Redis out
 demo: services build ## start the demo: in-process Slack emulator + daemon + a terminal chat
 	$(BIN) demo
 
+# Packages: nfpm runs through `go run` at a pinned version, so nothing is
+# installed; PKG_ARCH picks the architecture (amd64, arm64).
+NFPM_VERSION ?= v2.48.0
+NFPM        ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+PKG_ARCH    ?= $(shell $(GO) env GOARCH)
+PKG_VERSION ?= $(shell scripts/pkgversion)
+DIST        ?= dist
+
+package: ## build the .deb and .rpm into dist/ (nfpm; deploy/nfpm.yaml)
+	@mkdir -p $(DIST)
+	rm -f $(DIST)/konstruct*.deb $(DIST)/konstruct*.rpm
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(PKG_ARCH) $(GO) build -trimpath -ldflags "-s -w -X main.version=$(PKG_VERSION)" -o $(DIST)/konstruct-linux-$(PKG_ARCH) ./cmd/konstruct
+	for p in deb rpm; do \
+		PKG_VERSION=$(PKG_VERSION) PKG_ARCH=$(PKG_ARCH) PKG_BIN=$(DIST)/konstruct-linux-$(PKG_ARCH) \
+			$(NFPM) package --config deploy/nfpm.yaml --packager $$p --target $(DIST)/ || exit 1; \
+	done
+	@ls -l $(DIST)/konstruct*.deb $(DIST)/konstruct*.rpm
+
+package-check: package ## build the packages and check their files, modes, conffiles and scripts (dpkg-deb; rpm if installed)
+	scripts/check-packages $(DIST)
+
 clean: ## remove build output and private services data
-	rm -rf bin .services
+	rm -rf bin dist .services
