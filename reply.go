@@ -39,6 +39,17 @@ type Record struct {
 	Redelivered bool
 }
 
+// Priority orders the Slack writes that share a workspace's budget: a
+// final answer (or error text) before a placeholder before a streaming
+// edit.
+type Priority int
+
+const (
+	PriorityInterim     Priority = iota // an edit while the answer streams: skipped when the budget is short
+	PriorityPlaceholder                 // the placeholder a person waits on
+	PriorityFinal                       // the answer, or the error text, and the clean-up that goes with it
+)
+
 // RateLimit is the rate limiter's answer for one message.
 type RateLimit struct {
 	OK         bool
@@ -93,10 +104,13 @@ type ReplyState struct {
 	PlaceholderTS string     `json:"placeholder_ts,omitempty"`
 	StreamTS      string     `json:"stream_ts,omitempty"`  // natively streamed message, when one was started
 	FollowUps     []string   `json:"follow_ups,omitempty"` // messages carrying the parts after the first
-	Text          string     `json:"text,omitempty"`       // the final Markdown, from StageFinal until done
-	Outcome       string     `json:"outcome,omitempty"`
-	ErrorCode     string     `json:"error_code,omitempty"`
-	Stats         ReplyStats `json:"stats"`
+	// Cleanup lists placeholders an answer replaced (posted anew when
+	// chat.update's budget was spent) that are still to be deleted.
+	Cleanup   []string   `json:"cleanup,omitempty"`
+	Text      string     `json:"text,omitempty"` // the final Markdown, from StageFinal until done
+	Outcome   string     `json:"outcome,omitempty"`
+	ErrorCode string     `json:"error_code,omitempty"`
+	Stats     ReplyStats `json:"stats"`
 	// Job is the reply's task as it was queued, so that the janitor can
 	// take a reply over from a process that died.
 	Job *ReplyJob `json:"job,omitempty"`

@@ -14,6 +14,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"slices"
@@ -37,6 +38,13 @@ type Provider struct {
 	Models  []string `mapstructure:"models"`
 }
 
+// RateLimit is one entry of slack.rate_limits.
+type RateLimit struct {
+	Method    string  `mapstructure:"method"`
+	PerMinute float64 `mapstructure:"per_minute"`
+	Burst     int     `mapstructure:"burst"`
+}
+
 // Config is the whole configuration of a konstruct process.
 type Config struct {
 	Database struct {
@@ -52,6 +60,10 @@ type Config struct {
 	Slack struct {
 		APIURL                  string `mapstructure:"api_url"`
 		ConnectionsPerWorkspace int    `mapstructure:"connections_per_workspace"`
+		// RateLimits override Slack's published tiers for the methods the
+		// daemon writes with (file only): the budgets every process of the
+		// install shares, per workspace (per channel for chat.postMessage).
+		RateLimits []RateLimit `mapstructure:"rate_limits"`
 	} `mapstructure:"slack"`
 	LLM struct {
 		BaseURL   string     `mapstructure:"base_url"`
@@ -301,7 +313,7 @@ func checkTypes(v *viper.Viper) error {
 func unknownKeys(v *viper.Viper) []string {
 	var out []string
 	for _, k := range v.AllKeys() {
-		if _, ok := defaults[k]; ok || k == "llm.providers" || strings.HasPrefix(k, "llm.providers.") {
+		if _, ok := defaults[k]; ok || k == "llm.providers" || strings.HasPrefix(k, "llm.providers.") || k == "slack.rate_limits" {
 			continue
 		}
 		out = append(out, k)
@@ -357,7 +369,7 @@ type KeyError struct {
 
 func (e *KeyError) Error() string {
 	msg := fmt.Sprintf("config: %s %s", e.Key, e.Reason)
-	if e.Key != "llm.providers" {
+	if e.Key != "llm.providers" && !strings.Contains(e.Key, "[") {
 		msg += fmt.Sprintf(" (set %s in the config file or %s)", e.Key, EnvName(e.Key))
 	}
 	return msg
@@ -398,6 +410,13 @@ func (c *Config) Validate(parts ...Part) error {
 		case NeedSlack:
 			if err := checkURL(c.Slack.APIURL, "http", "https"); err != nil {
 				bad("slack.api_url", err.Error())
+			}
+			for i, r := range c.Slack.RateLimits {
+				if _, known := queue.DefaultSlackTiers[r.Method]; !known {
+					bad(fmt.Sprintf("slack.rate_limits[%d].method", i), fmt.Sprintf("%q is not a method the daemon budgets (%s)", r.Method, strings.Join(slices.Sorted(maps.Keys(queue.DefaultSlackTiers)), ", ")))
+				} else if r.PerMinute <= 0 {
+					bad(fmt.Sprintf("slack.rate_limits[%d].per_minute", i), "must be positive")
+				}
 			}
 			if n := c.Slack.ConnectionsPerWorkspace; n < 1 || n > 10 {
 				bad("slack.connections_per_workspace", fmt.Sprintf("must be between 1 and 10, got %d", n))
@@ -462,8 +481,17 @@ func (c *Config) Validate(parts ...Part) error {
 
 // Queue is the Redis side: redis.*, ratelimit.*, threads.*.
 func (c *Config) Queue() queue.Config {
-	return queue.Config{URL: c.Redis.URL, Prefix: c.Redis.Prefix, RatePerMinute: c.RateLimit.PerMinute,
+	qc := queue.Config{URL: c.Redis.URL, Prefix: c.Redis.Prefix, RatePerMinute: c.RateLimit.PerMinute,
 		RatePerUserPerMinute: c.RateLimit.PerUserPerMinute, EngagedTTL: c.Threads.EngagedTTL}
+	for _, r := range c.Slack.RateLimits {
+		if qc.SlackTiers == nil {
+			qc.SlackTiers = map[string]queue.SlackTier{}
+		}
+		t := queue.DefaultSlackTiers[r.Method]
+		t.PerMinute, t.Burst = r.PerMinute, cmp.Or(r.Burst, t.Burst, 1)
+		qc.SlackTiers[r.Method] = t
+	}
+	return qc
 }
 
 // WorkerConfig is worker.*.

@@ -24,6 +24,8 @@ import (
 //	… same …:lock                        string  worker, janitor    worker, janitor LockTTL (45 s), extended while held
 //	{p}replies:inflight                  zset    router, worker     janitor         none; members leave when done
 //	{p}intake                            stream  gateway (record)   router (group)  none; entries deleted once routed
+//	{p}slack:{method}:{team}[:{channel}] string  router, worker     the same        ≤ a burst's time (GCRA, TakeSlack)
+//	{p}slackpause:{method}:{team}        string  router, worker     the same        Slack's Retry-After (PauseSlack)
 //	asynq:{{p}replies}:…                 asynq   Enqueue, Serve     Serve, Inspect  asynq's own (tasks kept TaskRetention)
 //
 // The claim keys hold the event id that took them; the reply hash holds a
@@ -56,6 +58,13 @@ func (k keys) reply(p konstruct.Post) string     { return k.tenant(p.TenantID, "
 func (k keys) replyLock(p konstruct.Post) string { return k.reply(p) + ":lock" }
 func (k keys) inflight() string                  { return k.prefix + "replies:inflight" }
 func (k keys) intake() string                    { return k.prefix + "intake" }
+
+func (k keys) slackBudget(method, scope string) string {
+	return k.prefix + "slack:" + method + ":" + scope
+}
+func (k keys) slackPause(method, teamID string) string {
+	return k.prefix + "slackpause:" + method + ":" + teamID
+}
 
 // Queue is the asynq queue of reply tasks.
 func (k keys) queue() string { return k.prefix + "replies" }

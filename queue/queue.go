@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"strings"
 	"time"
@@ -59,6 +60,9 @@ type Config struct {
 	// context ended before they go back to the queue (default 20 s).
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
+	// SlackTiers are the budgets of Slack's methods (slack.rate_limits):
+	// nil takes DefaultSlackTiers; a method it names replaces the default.
+	SlackTiers map[string]SlackTier
 	// Now is the clock of the janitor's deadlines (default time.Now; tests
 	// move it instead of sleeping).
 	Now func() time.Time
@@ -97,6 +101,11 @@ func (c Config) Validate() error {
 	}
 	if c.PoolSize < 0 {
 		bad("pool_size", "must not be negative")
+	}
+	for m, t := range c.SlackTiers {
+		if t.PerMinute <= 0 || t.Burst < 1 {
+			bad("slack_tiers", "%s: per_minute must be positive and burst at least 1", m)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -139,6 +148,7 @@ type Queue struct {
 	client  *asynq.Client
 	insp    *asynq.Inspector
 	limiter *limiter
+	tiers   map[string]SlackTier
 }
 
 // Open connects (lazily: the first command dials) to the Redis of cfg.
@@ -165,6 +175,8 @@ func newQueue(cfg Config, rdb redis.UniversalClient) *Queue {
 		insp:   asynq.NewInspectorFromRedisClient(rdb),
 	}
 	q.limiter = newLimiter(rdb, cfg.RatePerMinute, cfg.RatePerUserPerMinute)
+	q.tiers = maps.Clone(DefaultSlackTiers)
+	maps.Copy(q.tiers, cfg.SlackTiers)
 	return q
 }
 

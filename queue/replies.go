@@ -14,6 +14,10 @@ import (
 	"github.com/konstruct/konstruct"
 )
 
+// cleanupAfter is when the janitor looks again at a reply answered with
+// placeholders still to delete.
+const cleanupAfter = 10 * time.Second
+
 // LockTTL bounds how long a crashed lease holder blocks the next delivery
 // of its reply; a held lease is extended every LockTTL/3.
 const LockTTL = 45 * time.Second
@@ -26,6 +30,7 @@ type replyHash struct {
 	PlaceholderTS string `redis:"placeholder_ts"`
 	StreamTS      string `redis:"stream_ts"`
 	FollowUps     string `redis:"follow_ups"` // JSON list
+	Cleanup       string `redis:"cleanup"`    // JSON list
 	Text          string `redis:"text"`
 	Outcome       string `redis:"outcome"`
 	ErrorCode     string `redis:"error_code"`
@@ -54,6 +59,9 @@ func (q *Queue) LoadReply(ctx context.Context, post konstruct.Post) (st konstruc
 	if h.FollowUps != "" {
 		_ = json.Unmarshal([]byte(h.FollowUps), &st.FollowUps)
 	}
+	if h.Cleanup != "" {
+		_ = json.Unmarshal([]byte(h.Cleanup), &st.Cleanup)
+	}
 	if h.Stats != "" {
 		_ = json.Unmarshal([]byte(h.Stats), &st.Stats)
 	}
@@ -76,8 +84,13 @@ func (q *Queue) SaveReply(ctx context.Context, st konstruct.ReplyState) error {
 	pipe := q.rdb.TxPipeline()
 	pipe.HSet(ctx, key, replyFields(st)...)
 	pipe.Expire(ctx, key, q.cfg.ReplyTTL)
-	if st.Stage == konstruct.StageDone {
+	switch {
+	case st.Stage == konstruct.StageDone && len(st.Cleanup) == 0:
 		pipe.ZRem(ctx, q.keys.inflight(), st.Post.String())
+	case st.Stage == konstruct.StageDone:
+		// Answered; a replaced placeholder is still to be deleted: the
+		// janitor comes back for it soon.
+		pipe.ZAdd(ctx, q.keys.inflight(), redis.Z{Score: float64(q.cfg.Now().Add(cleanupAfter).UnixMilli()), Member: st.Post.String()})
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return unavailable("write reply state", err)
@@ -88,10 +101,11 @@ func (q *Queue) SaveReply(ctx context.Context, st konstruct.ReplyState) error {
 // replyFields is the hash of a state.
 func replyFields(st konstruct.ReplyState) []any {
 	fu, _ := json.Marshal(st.FollowUps)
+	cl, _ := json.Marshal(st.Cleanup)
 	stats, _ := json.Marshal(st.Stats)
 	f := []any{
 		"stage", string(st.Stage), "thread_ts", st.ThreadTS, "event_id", st.EventID,
-		"placeholder_ts", st.PlaceholderTS, "stream_ts", st.StreamTS, "follow_ups", string(fu),
+		"placeholder_ts", st.PlaceholderTS, "stream_ts", st.StreamTS, "follow_ups", string(fu), "cleanup", string(cl),
 		"text", st.Text, "outcome", st.Outcome, "error_code", st.ErrorCode, "stats", string(stats),
 	}
 	if st.Job != nil {

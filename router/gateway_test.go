@@ -87,7 +87,7 @@ func newGateway(t *testing.T, o gwOpts) *gateway {
 	}
 	g.insp = asynq.NewInspector(aopt)
 	t.Cleanup(func() { _ = g.insp.Close() })
-	g.q = g.rd.NewQueue(t, queue.Config{RatePerMinute: cmpOr(o.perMinute, 1000), EngagedTTL: cmpOr(o.engagedTTL, time.Minute)})
+	g.q = g.rd.NewQueue(t, queue.Config{RatePerMinute: cmpOr(o.perMinute, 1000), RatePerUserPerMinute: cmpOr(o.perMinute, 1000), EngagedTTL: cmpOr(o.engagedTTL, time.Minute)})
 	sp, err := spool.Open(t.TempDir(), spool.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +114,7 @@ func newGateway(t *testing.T, o gwOpts) *gateway {
 		OnWorkspaces: func(ws []konstruct.Workspace) { web.Set(ws); g.router.InvalidateTenants() },
 	})
 	g.router = router.New(router.Config{Metrics: g.mx, Consumer: "gw-" + randomID()}, router.Deps{
-		Intake: g.q, Tenants: g.st, Slack: web, Claims: g.q, Threads: g.q, Limiter: g.q, Replies: g.q, Enqueuer: g.q,
+		Intake: g.q, Tenants: g.st, Slack: web, Claims: g.q, Threads: g.q, Limiter: g.q, Replies: g.q, Enqueuer: g.q, Budgets: g.q,
 	})
 	runCtx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

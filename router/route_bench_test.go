@@ -56,6 +56,7 @@ func BenchmarkRouteLoad(b *testing.B) {
 		Threads:  q,
 		Limiter:  q,
 		Enqueuer: &benchEnqueuer{},
+		Budgets:  q,
 	})
 	var seq atomic.Int64
 	message := func(mention bool) konstruct.Message {

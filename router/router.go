@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/konstruct/konstruct"
+	"github.com/konstruct/konstruct/internal/wait"
 	"github.com/konstruct/konstruct/metrics"
 )
 
@@ -92,6 +93,14 @@ type Replies interface {
 	ClaimPlaceholder(ctx context.Context, post konstruct.Post, ts string) (string, error)
 }
 
+// Budgets are the Slack write budgets every process shares (*queue.Queue):
+// the placeholder waits for its share of chat.postMessage's (per channel),
+// and a 429 pauses the method everywhere.
+type Budgets interface {
+	TakeSlack(ctx context.Context, teamID, channelID, method string, p konstruct.Priority) (time.Duration, error)
+	PauseSlack(ctx context.Context, teamID, method string, d time.Duration) error
+}
+
 // Enqueuer hands a reply job to the workers (*queue.Queue); a second job
 // for the same post is an ECONFLICT error.
 type Enqueuer interface {
@@ -117,6 +126,10 @@ type Config struct {
 	// RetryMax bounds the backoff between the attempts of a record that
 	// hit a transient error (default 5 s; it starts at 100 ms).
 	RetryMax time.Duration
+	// PlaceholderWait bounds how long a placeholder waits for its budget
+	// (or a 429's Retry-After) before the message is queued without one
+	// (default 10 s; the worker posts it then).
+	PlaceholderWait time.Duration
 	// DrainTimeout bounds, once Run's context ended, the routing of the
 	// records already taken (default 5 s); the rest stays in the intake
 	// for another process, or this one after a restart.
@@ -135,6 +148,7 @@ type Deps struct {
 	Limiter  Limiter
 	Replies  Replies
 	Enqueuer Enqueuer
+	Budgets  Budgets
 }
 
 // Router decides, for each recorded message, whether and how the AI
@@ -156,7 +170,7 @@ type Router struct {
 // New returns a Router. Missing dependencies are a programming error and panic.
 func New(cfg Config, deps Deps) *Router {
 	if deps.Intake == nil || deps.Tenants == nil || deps.Slack == nil || deps.Claims == nil ||
-		deps.Threads == nil || deps.Limiter == nil || deps.Replies == nil || deps.Enqueuer == nil {
+		deps.Threads == nil || deps.Limiter == nil || deps.Replies == nil || deps.Enqueuer == nil || deps.Budgets == nil {
 		panic("router: every dependency is required")
 	}
 	if cfg.Consumer == "" {
@@ -168,6 +182,7 @@ func New(cfg Config, deps Deps) *Router {
 	cfg.Workers = cmp.Or(cfg.Workers, 64)
 	cfg.RetryMax = cmp.Or(cfg.RetryMax, 5*time.Second)
 	cfg.DrainTimeout = cmp.Or(cfg.DrainTimeout, 5*time.Second)
+	cfg.PlaceholderWait = cmp.Or(cfg.PlaceholderWait, 10*time.Second)
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -289,8 +304,7 @@ func (r *Router) placeholder(ctx context.Context, rec konstruct.Record, msg kons
 	posted := false
 	if ts == "" {
 		var err error
-		ts, err = r.deps.Slack.Post(ctx, msg.TeamID, msg.ChannelID, msg.ReplyThreadTS(), konstruct.Content{Text: konstruct.TextThinking})
-		if err != nil {
+		if ts, err = r.postPlaceholder(ctx, msg); err != nil {
 			r.log.Warn("placeholder not posted; the worker posts one", "error", err, "team_id", msg.TeamID)
 			return "", nil
 		}
@@ -307,6 +321,37 @@ func (r *Router) placeholder(ctx context.Context, rec konstruct.Record, msg kons
 		r.deleteQuietly(ctx, msg, ts) // a concurrent routing recorded its own first
 	}
 	return held, nil
+}
+
+// postPlaceholder posts the placeholder within its share of the channel's
+// chat.postMessage budget, waiting for it (and for a 429's Retry-After,
+// which pauses the method in every process) up to PlaceholderWait.
+func (r *Router) postPlaceholder(ctx context.Context, msg konstruct.Message) (string, error) {
+	const method = "chat.postMessage"
+	deadline := time.Now().Add(r.cfg.PlaceholderWait)
+	for {
+		d, err := r.deps.Budgets.TakeSlack(ctx, msg.TeamID, msg.ChannelID, method, konstruct.PriorityPlaceholder)
+		if err != nil {
+			return "", err
+		}
+		if d == 0 {
+			ts, err := r.deps.Slack.Post(ctx, msg.TeamID, msg.ChannelID, msg.ReplyThreadTS(), konstruct.Content{Text: konstruct.TextThinking})
+			ra, limited := konstruct.RetryAfter(err)
+			if !limited {
+				return ts, err
+			}
+			if perr := r.deps.Budgets.PauseSlack(ctx, msg.TeamID, method, ra); perr != nil {
+				return "", perr
+			}
+			d = ra
+		}
+		if time.Now().Add(d).After(deadline) {
+			return "", fmt.Errorf("placeholder: %s's budget is spent for %v", method, d.Round(time.Millisecond))
+		}
+		if !wait.Sleep(ctx, d) {
+			return "", ctx.Err()
+		}
+	}
 }
 
 // findPlaceholder looks in the thread for a placeholder of ours posted

@@ -157,7 +157,7 @@ func newUnit(t *testing.T, cfg router.Config, perMinute int) *unit {
 		q:       rd.NewQueue(t, queue.Config{RatePerMinute: cmp.Or(perMinute, 1000), EngagedTTL: time.Minute}),
 		redis:   rd,
 	}
-	u.r = router.New(cfg, router.Deps{Intake: u.q, Tenants: u.tenants, Slack: u.slack, Claims: u.q, Threads: u.q, Limiter: u.q, Replies: u.q, Enqueuer: u.enq})
+	u.r = router.New(cfg, router.Deps{Intake: u.q, Tenants: u.tenants, Slack: u.slack, Claims: u.q, Threads: u.q, Limiter: u.q, Replies: u.q, Enqueuer: u.enq, Budgets: u.q})
 	return u
 }
 
@@ -350,7 +350,7 @@ func TestRouteRateLimitPerPerson(t *testing.T) {
 	q := rd.NewQueue(t, queue.Config{RatePerMinute: 1000, RatePerUserPerMinute: 2})
 	u := &unit{slack: &fakeSlack{}, enq: &fakeEnqueuer{}, q: q, redis: rd,
 		tenants: &fakeTenants{teams: map[string]konstruct.Workspace{team: {TenantID: tenant, TeamID: team, BotUserID: botUser, Status: konstruct.WorkspaceActive}}}}
-	u.r = router.New(router.Config{}, router.Deps{Intake: q, Tenants: u.tenants, Slack: u.slack, Claims: q, Threads: q, Limiter: q, Replies: q, Enqueuer: u.enq})
+	u.r = router.New(router.Config{}, router.Deps{Intake: q, Tenants: u.tenants, Slack: u.slack, Claims: q, Threads: q, Limiter: q, Replies: q, Enqueuer: u.enq, Budgets: q})
 	ctx := ctxT(t)
 	for i, want := range []router.Outcome{router.Enqueued, router.Enqueued, router.RateLimited, router.RateLimited} {
 		if got, err := u.route(ctx, msg(mention)); err != nil || got != want {
@@ -461,7 +461,7 @@ func TestRouteAgainIsIdempotent(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = down.Close() })
-		r := router.New(router.Config{}, router.Deps{Intake: down, Tenants: u.tenants, Slack: u.slack, Claims: down, Threads: down, Limiter: down, Replies: down, Enqueuer: u.enq})
+		r := router.New(router.Config{}, router.Deps{Intake: down, Tenants: u.tenants, Slack: u.slack, Claims: down, Threads: down, Limiter: down, Replies: down, Enqueuer: u.enq, Budgets: down})
 		for _, m := range []konstruct.Message{msg(mention), msg(func(m *konstruct.Message) { m.ThreadTS = "1.0" })} {
 			ctx, cancel := context.WithTimeout(ctxT(t), 3*time.Second)
 			out, err := r.Route(ctx, konstruct.Record{ID: "1-0", Message: m})
@@ -528,7 +528,7 @@ func BenchmarkRoute(b *testing.B) {
 	q := rd.NewQueue(b, queue.Config{RatePerMinute: 1 << 30})
 	tenants := &fakeTenants{teams: map[string]konstruct.Workspace{team: {TenantID: tenant, TeamID: team, BotUserID: botUser}}}
 	r := router.New(router.Config{}, router.Deps{Intake: q,
-		Tenants: tenants, Slack: &fakeSlack{}, Enqueuer: &fakeEnqueuer{}, Claims: q, Threads: q, Limiter: q, Replies: q})
+		Tenants: tenants, Slack: &fakeSlack{}, Enqueuer: &fakeEnqueuer{}, Claims: q, Threads: q, Limiter: q, Replies: q, Budgets: q})
 	ctx := context.Background()
 	b.Run("mention", func(b *testing.B) {
 		for b.Loop() {

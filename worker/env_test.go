@@ -159,7 +159,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 }
 
 func (e *env) newServer() *Server {
-	return New(e.cfg, Deps{Agents: e.st, Records: e.st, Slack: e.web, LLM: e.llm, Tasks: e.q, States: e.states})
+	return New(e.cfg, Deps{Agents: e.st, Records: e.st, Slack: e.web, LLM: e.llm, Tasks: e.q, States: e.states, Budgets: e.q})
 }
 
 func (e *env) addTenant(a konstruct.Agent) string {

@@ -153,7 +153,10 @@ func TestEditsCoalescedUnder429Storm(t *testing.T) {
 
 func TestEditsShareTheWorkspaceBudget(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, withConfig(func(c *Config) { c.EditsPerMinute = 60 }))
+	const burst = 10
+	e := newEnv(t, withQueue(func(c *queue.Config) {
+		c.SlackTiers = map[string]queue.SlackTier{"chat.update": {PerMinute: 60, Burst: burst}}
+	}))
 	reply := streamReply(40, 4*time.Second)
 	e.fakes[0].SetHandler(func(llmfake.ChatRequest) llmfake.Reply { return reply })
 	const n = 6
@@ -171,8 +174,8 @@ func TestEditsShareTheWorkspaceBudget(t *testing.T) {
 	elapsed := time.Since(start)
 	calls := e.sim.Calls("chat.update") - base
 	// Six replies streaming 4 s each alone would make ~24 intermediate edits;
-	// sharing 60/min (burst budgetBurst, 2 kept for finals) allows ~burst + 1/s.
-	limit := budgetBurst + int(elapsed.Seconds()) + n + 1
+	// sharing 60/min (a burst of 10, a third kept for finals) allows ~burst + 1/s.
+	limit := burst + int(elapsed.Seconds()) + n + 1
 	if calls > limit {
 		t.Errorf("%d chat.update calls in %v, budget allows %d", calls, elapsed, limit)
 	}

@@ -88,7 +88,15 @@ func (w *Server) orphan(ctx context.Context, post konstruct.Post, takeovers *syn
 	if err != nil {
 		return 0, err
 	}
-	if !exists || st.Stage == konstruct.StageDone {
+	if !exists {
+		return 0, nil
+	}
+	if st.Stage == konstruct.StageDone {
+		if len(st.Cleanup) > 0 {
+			if w.cleanup(ctx, &st); len(st.Cleanup) > 0 {
+				return 10 * time.Second, nil // chat.delete's budget is still spent
+			}
+		}
 		return 0, nil
 	}
 	task, err := w.deps.States.TaskState(ctx, post)

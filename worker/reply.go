@@ -175,7 +175,7 @@ func (r *reply) placeholder(ctx context.Context) error {
 	ts, posted := r.job.PlaceholderTS, false
 	if ts == "" {
 		var err error
-		ts, err = r.w.postOnce(ctx, r.st.Post, r.st.ThreadTS, konstruct.Content{Text: konstruct.TextThinking}, r.st.Post.TS)
+		ts, err = r.w.postOnce(ctx, r.st.Post, r.st.ThreadTS, konstruct.Content{Text: konstruct.TextThinking}, r.st.Post.TS, konstruct.PriorityPlaceholder)
 		if err != nil {
 			return fmt.Errorf("post placeholder: %w", err)
 		}
@@ -358,12 +358,18 @@ func (w *Server) deliver(ctx context.Context, st *konstruct.ReplyState, text str
 	if st.StreamTS != "" {
 		w.stopStream(ctx, post, st.StreamTS)
 	}
-	if err := w.finalEdit(ctx, post, st.MainTS(), parts[0]); err != nil {
-		if konstruct.SlackCode(err) != "message_not_found" {
+	if err := w.finalEdit(ctx, post, st.MainTS(), parts[0], maxFinalWait); err != nil {
+		overBudget := errors.Is(err, errOverBudget)
+		if !overBudget && konstruct.SlackCode(err) != "message_not_found" {
 			return fmt.Errorf("edit answer: %w", err)
 		}
-		// Someone deleted the placeholder: answer in a new message.
-		ts, perr := w.postOnce(ctx, post, st.ThreadTS, konstruct.Content{Markdown: parts[0]}, st.MainTS())
+		// The placeholder is gone (someone deleted it), or chat.update's
+		// budget would keep the person waiting: the answer goes in a new
+		// message (chat.postMessage, budgeted per channel), and the
+		// placeholder it replaces is deleted under chat.delete's own budget
+		// — now, or by the janitor when that budget allows.
+		old := st.MainTS()
+		ts, perr := w.postOnce(ctx, post, st.ThreadTS, konstruct.Content{Markdown: parts[0]}, old, konstruct.PriorityFinal)
 		if perr != nil {
 			return fmt.Errorf("post answer: %w", perr)
 		}
@@ -372,6 +378,9 @@ func (w *Server) deliver(ctx context.Context, st *konstruct.ReplyState, text str
 		} else {
 			st.PlaceholderTS = ts
 		}
+		if overBudget {
+			st.Cleanup = append(st.Cleanup, old)
+		}
 		if err := w.deps.States.SaveReply(ctx, *st); err != nil {
 			return err
 		}
@@ -379,13 +388,13 @@ func (w *Server) deliver(ctx context.Context, st *konstruct.ReplyState, text str
 	after := st.MainTS()
 	for i, part := range parts[1:] {
 		if i < len(st.FollowUps) {
-			if err := w.finalEdit(ctx, post, st.FollowUps[i], part); err != nil {
+			if err := w.finalEdit(ctx, post, st.FollowUps[i], part, 0); err != nil {
 				return fmt.Errorf("edit follow-up: %w", err)
 			}
 			after = st.FollowUps[i]
 			continue
 		}
-		ts, err := w.postOnce(ctx, post, st.ThreadTS, konstruct.Content{Markdown: part}, after)
+		ts, err := w.postOnce(ctx, post, st.ThreadTS, konstruct.Content{Markdown: part}, after, konstruct.PriorityFinal)
 		if err != nil {
 			return fmt.Errorf("post follow-up: %w", err)
 		}
@@ -411,7 +420,35 @@ func (w *Server) deliver(ctx context.Context, st *konstruct.ReplyState, text str
 			return err
 		}
 	}
+	w.cleanup(ctx, st)
 	return nil
+}
+
+// cleanup deletes the placeholders an answer replaced (st.Cleanup), as far
+// as chat.delete's budget allows within a short wait; the janitor deletes
+// the rest later. Never before the answer is in the thread.
+func (w *Server) cleanup(ctx context.Context, st *konstruct.ReplyState) {
+	if len(st.Cleanup) == 0 {
+		return
+	}
+	left := st.Cleanup[:0:0]
+	for _, ts := range st.Cleanup {
+		err := w.write(ctx, st.Post, methodDelete, konstruct.PriorityFinal, maxFinalWait, func(ctx context.Context) error {
+			return w.deps.Slack.Delete(ctx, st.Post.TeamID, st.Post.ChannelID, ts)
+		}, nil)
+		if err != nil && konstruct.SlackCode(err) != "message_not_found" {
+			left = append(left, ts)
+		}
+	}
+	if len(left) == len(st.Cleanup) {
+		return
+	}
+	st.Cleanup = left
+	sctx, cancel := detached(ctx, 5*time.Second)
+	defer cancel()
+	if err := w.deps.States.SaveReply(sctx, *st); err != nil {
+		w.log.LogAttrs(ctx, slog.LevelWarn, "record clean-up", slog.String("error", err.Error()))
+	}
 }
 
 // record writes the replies row, counts the reply and logs one line with

@@ -2,139 +2,79 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 
 	"github.com/konstruct/konstruct"
 	"github.com/konstruct/konstruct/internal/markdown"
 	"github.com/konstruct/konstruct/internal/wait"
 )
 
-// Slack methods whose budget is tracked per workspace.
+// Slack methods whose budget the worker takes (queue.DefaultSlackTiers).
 const (
 	methodUpdate = "chat.update"
 	methodAppend = "chat.appendStream"
 	methodPost   = "chat.postMessage"
+	methodDelete = "chat.delete"
 )
 
-// budgets holds, per workspace, the write budget every reply streaming in
-// it shares in this process, and how long Slack asked us to back off.
-type budgets struct {
-	perMinute float64
-
-	mu    sync.Mutex
-	teams map[string]*teamBudget
-}
-
-func newBudgets(perMinute float64) *budgets {
-	return &budgets{perMinute: perMinute, teams: map[string]*teamBudget{}}
-}
-
-// teamBudget is one workspace's budget. Intermediate edits take a token
-// only when at least reserveTokens are left, so final edits, which wait for
-// their token, are served first when the budget runs short.
-type teamBudget struct {
-	limiters map[string]*rate.Limiter
-
-	mu      sync.Mutex
-	blocked map[string]time.Time // method → until when Slack asked us to wait
-}
-
-const (
-	budgetBurst   = 10 // Slack tolerates short bursts above Tier 3 (~50/min); a burst of questions should not queue
-	reserveTokens = 2
-)
-
-func (b *budgets) team(teamID string) *teamBudget {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	t := b.teams[teamID]
-	if t == nil {
-		per := rate.Limit(b.perMinute / 60)
-		t = &teamBudget{
-			limiters: map[string]*rate.Limiter{
-				methodUpdate: rate.NewLimiter(per, budgetBurst),
-				// appendStream is Tier 4 (~100/min): twice the edit budget.
-				methodAppend: rate.NewLimiter(2*per, budgetBurst),
-			},
-			blocked: map[string]time.Time{},
-		}
-		b.teams[teamID] = t
-	}
-	return t
-}
-
-// block records a Retry-After: no call of that method until it passed.
-func (t *teamBudget) block(method string, d time.Duration) {
-	d = max(d, time.Second)
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if until := time.Now().Add(d); until.After(t.blocked[method]) {
-		t.blocked[method] = until
-	}
-}
-
-func (t *teamBudget) blockedFor(method string) time.Duration {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return time.Until(t.blocked[method])
-}
-
-// tryIntermediate reports whether an intermediate write may go now. It never
-// waits: a skipped edit is simply folded into the next one.
-func (t *teamBudget) tryIntermediate(method string) bool {
-	if t.blockedFor(method) > 0 {
-		return false
-	}
-	lim := t.limiters[method]
-	if lim.Tokens() < reserveTokens {
-		return false
-	}
-	return lim.Allow()
-}
-
-// maxFinalWait bounds how long a final write waits for the budget: past
-// it the write goes anyway (the debt holds intermediate edits back), since
-// an answer held back is worse than a possible 429, which is then honoured.
+// maxFinalWait bounds how long a final edit waits for the workspace's
+// chat.update budget: past it the answer takes another path (a new message,
+// budgeted per channel, with the placeholder deleted under chat.delete's
+// own budget) rather than keep the person waiting.
 const maxFinalWait = 2 * time.Second
 
-// waitFinal waits until a write that must land may go: after any
-// Retry-After, and for its share of the budget up to maxFinalWait.
-func (t *teamBudget) waitFinal(ctx context.Context, method string) error {
-	if !wait.Sleep(ctx, t.blockedFor(method)) {
-		return ctx.Err()
+// errOverBudget says a write would wait past maxFinalWait for its budget.
+var errOverBudget = errors.New("the Slack budget of this method is spent for now")
+
+// take asks for a write of method now; it returns how long it would have to
+// wait (0: go). Without Redis the write goes: budgets protect Slack's
+// limits, and a 429 is honoured anyway.
+func (w *Server) take(ctx context.Context, post konstruct.Post, method string, p konstruct.Priority) time.Duration {
+	d, err := w.deps.Budgets.TakeSlack(ctx, post.TeamID, post.ChannelID, method, p)
+	if err != nil {
+		w.log.LogAttrs(ctx, slog.LevelDebug, "slack budget unavailable; writing anyway", slog.String("error", err.Error()))
+		return 0
 	}
-	if lim := t.limiters[method]; lim != nil {
-		if d := lim.Reserve().Delay(); d > 0 && !wait.Sleep(ctx, min(d, maxFinalWait)) {
-			return ctx.Err()
-		}
+	return d
+}
+
+// pause holds a method back in every process after Slack's 429.
+func (w *Server) pause(ctx context.Context, teamID, method string, d time.Duration) {
+	if err := w.deps.Budgets.PauseSlack(ctx, teamID, method, d); err != nil {
+		w.log.LogAttrs(ctx, slog.LevelDebug, "record slack pause", slog.String("error", err.Error()))
 	}
-	return nil
 }
 
 // write is the one retry discipline of a Slack write that must land: it
-// waits for the workspace's budget of the method and any Retry-After, tries
-// again after a rate limit until ctx ends, and after other transient
-// failures a few times. landed, when set, is asked before each retry
-// whether the failed write landed after all (a chat.postMessage whose
-// answer was lost): retrying it blindly would post twice.
-func (w *Server) write(ctx context.Context, teamID, method string, do func(context.Context) error, landed func(context.Context) bool) error {
-	tb := w.budgets.team(teamID)
+// waits for its share of the workspace's budget of the method (shared by
+// every process) and any Retry-After, tries again after a rate limit until
+// ctx ends, and after other transient failures a few times. With maxWait >
+// 0, a budget wait longer than that gives errOverBudget instead. landed,
+// when set, is asked before each retry whether the failed write landed
+// after all (a chat.postMessage whose answer was lost): retrying it blindly
+// would post twice.
+func (w *Server) write(ctx context.Context, post konstruct.Post, method string, p konstruct.Priority, maxWait time.Duration,
+	do func(context.Context) error, landed func(context.Context) bool) error {
 	failures := 0
 	for {
-		if err := tb.waitFinal(ctx, method); err != nil {
-			return err
+		if d := w.take(ctx, post, method, p); d > 0 {
+			if maxWait > 0 && d > maxWait {
+				return errOverBudget
+			}
+			if !wait.Sleep(ctx, d) {
+				return ctx.Err()
+			}
+			continue
 		}
 		err := do(ctx)
 		if err == nil {
 			return nil
 		}
 		if d, ok := konstruct.RetryAfter(err); ok {
-			tb.block(method, d)
+			w.pause(ctx, post.TeamID, method, d)
 			continue
 		}
 		if !transient(err) || ctx.Err() != nil {
@@ -150,9 +90,10 @@ func (w *Server) write(ctx context.Context, teamID, method string, do func(conte
 }
 
 // finalEdit replaces a message's content with Markdown, and does not give
-// up on rate limits.
-func (w *Server) finalEdit(ctx context.Context, post konstruct.Post, ts, md string) error {
-	return w.write(ctx, post.TeamID, methodUpdate, func(ctx context.Context) error {
+// up on rate limits; with maxWait > 0 it gives errOverBudget rather than
+// wait longer than that for the budget.
+func (w *Server) finalEdit(ctx context.Context, post konstruct.Post, ts, md string, maxWait time.Duration) error {
+	return w.write(ctx, post, methodUpdate, konstruct.PriorityFinal, maxWait, func(ctx context.Context) error {
 		return w.deps.Slack.Update(ctx, post.TeamID, post.ChannelID, ts, konstruct.Content{Markdown: md})
 	}, nil)
 }
@@ -161,9 +102,9 @@ func (w *Server) finalEdit(ctx context.Context, post konstruct.Post, ts, md stri
 // an answer that did not come back (timeout, 5xx, connection lost) it looks
 // in the thread, after the message `after`, for the message before trying
 // again.
-func (w *Server) postOnce(ctx context.Context, post konstruct.Post, threadTS string, c konstruct.Content, after string) (string, error) {
+func (w *Server) postOnce(ctx context.Context, post konstruct.Post, threadTS string, c konstruct.Content, after string, p konstruct.Priority) (string, error) {
 	var ts string
-	err := w.write(ctx, post.TeamID, methodPost, func(ctx context.Context) error {
+	err := w.write(ctx, post, methodPost, p, 0, func(ctx context.Context) error {
 		var err error
 		ts, err = w.deps.Slack.Post(ctx, post.TeamID, post.ChannelID, threadTS, c)
 		return err

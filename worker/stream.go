@@ -21,7 +21,6 @@ import (
 type streamer struct {
 	w    *Server
 	r    *reply
-	tb   *teamBudget
 	out  output
 	used []output // every output the loop used, ended by close
 
@@ -49,7 +48,7 @@ const tick = 200 * time.Millisecond
 // placeholder, or a native stream when so configured and no earlier
 // delivery left one (which is then ended and edited instead).
 func (w *Server) newStreamer(ctx context.Context, r *reply) *streamer {
-	s := &streamer{w: w, r: r, tb: w.budgets.team(r.st.Post.TeamID), stop: make(chan struct{}), done: make(chan struct{})}
+	s := &streamer{w: w, r: r, stop: make(chan struct{}), done: make(chan struct{})}
 	switch {
 	case r.st.StreamTS != "":
 		w.stopStream(ctx, r.st.Post, r.st.StreamTS)
@@ -109,7 +108,10 @@ func (s *streamer) run(ctx context.Context) {
 		if len(text) == shown || strings.TrimSpace(text) == "" || time.Since(last) < s.w.cfg.EditInterval {
 			continue
 		}
-		if !s.tb.tryIntermediate(s.out.method()) {
+		// An interim edit never waits: when the budget is short (the
+		// answers and placeholders of others come first) it is skipped and
+		// folded into the next one.
+		if s.w.take(ctx, s.r.st.Post, s.out.method(), konstruct.PriorityInterim) > 0 {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -122,7 +124,7 @@ func (s *streamer) run(ctx context.Context) {
 		case ctx.Err() != nil:
 		default:
 			if d, ok := konstruct.RetryAfter(err); ok {
-				s.tb.block(s.out.method(), d)
+				s.w.pause(ctx, s.r.st.Post.TeamID, s.out.method(), d)
 				continue
 			}
 			if fb, ok := s.out.(interface{ fallback() output }); ok {

@@ -60,10 +60,6 @@ type Config struct {
 	// with a visible note, whatever the server does with the token cap.
 	MaxAnswerMessages int
 
-	// EditsPerMinute is the chat.update budget the replies streaming in one
-	// workspace share in this process (default 40, under Slack's ~50/min
-	// Tier 3 so that other writes keep room).
-	EditsPerMinute float64
 	// EditInterval is the least time between two edits of one message while
 	// it streams (default 1s).
 	EditInterval time.Duration
@@ -140,7 +136,6 @@ func (c Config) withDefaults() Config {
 	c.HistoryTokens = cmp.Or(c.HistoryTokens, DefaultHistoryTokens)
 	c.MaxAnswerTokens = cmp.Or(c.MaxAnswerTokens, DefaultMaxAnswerTokens)
 	c.MaxAnswerMessages = cmp.Or(c.MaxAnswerMessages, DefaultMaxAnswerMessages)
-	c.EditsPerMinute = cmp.Or(c.EditsPerMinute, 40)
 	c.EditInterval = cmp.Or(c.EditInterval, time.Second)
 	c.PartChars = cmp.Or(c.PartChars, 11000)
 	c.FinalizeTimeout = cmp.Or(c.FinalizeTimeout, 2*time.Minute)
@@ -221,6 +216,16 @@ type States interface {
 	TaskState(ctx context.Context, post konstruct.Post) (string, error)
 }
 
+// Budgets are the Slack write budgets every process of the install shares
+// (*queue.Queue): per workspace and method (per channel for
+// chat.postMessage), with priorities, and paused by a 429 everywhere.
+type Budgets interface {
+	// TakeSlack takes one write now (0) or says how long it would wait.
+	TakeSlack(ctx context.Context, teamID, channelID, method string, p konstruct.Priority) (time.Duration, error)
+	// PauseSlack holds a method back in every process for Slack's Retry-After.
+	PauseSlack(ctx context.Context, teamID, method string, d time.Duration) error
+}
+
 // Deps are the services a Server uses; all are required.
 type Deps struct {
 	Agents  AgentSource
@@ -229,6 +234,7 @@ type Deps struct {
 	LLM     LLM
 	Tasks   Tasks
 	States  States
+	Budgets Budgets
 }
 
 // Server generates replies. Run serves the queue; Handle answers one job.
@@ -237,7 +243,6 @@ type Server struct {
 	deps Deps
 	log  *slog.Logger
 
-	budgets  *budgets
 	agents   *agentCache
 	tenants  tenantSlots
 	takeover *semaphore.Weighted // the janitor's takeovers running at once
@@ -246,7 +251,7 @@ type Server struct {
 // New returns a Server. cfg is expected to be valid (Validate); missing
 // dependencies are a programming error and panic.
 func New(cfg Config, deps Deps) *Server {
-	if deps.Agents == nil || deps.Records == nil || deps.Slack == nil || deps.LLM == nil || deps.Tasks == nil || deps.States == nil {
+	if deps.Agents == nil || deps.Records == nil || deps.Slack == nil || deps.LLM == nil || deps.Tasks == nil || deps.States == nil || deps.Budgets == nil {
 		panic("worker: every dependency is required")
 	}
 	cfg = cfg.withDefaults()
@@ -254,7 +259,6 @@ func New(cfg Config, deps Deps) *Server {
 		cfg:      cfg,
 		deps:     deps,
 		log:      cfg.Logger.With(slog.String("component", "worker")),
-		budgets:  newBudgets(cfg.EditsPerMinute),
 		agents:   newAgentCache(deps.Agents, cfg.AgentCacheTTL),
 		takeover: semaphore.NewWeighted(int64(max(1, cfg.Concurrency/4))),
 	}

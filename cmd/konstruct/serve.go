@@ -209,6 +209,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 			Limiter:  d.queue,
 			Replies:  d.queue,
 			Enqueuer: d.queue,
+			Budgets:  d.queue,
 		})
 	}
 
@@ -231,6 +232,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 			LLM:     client,
 			Tasks:   d.queue,
 			States:  d.queue,
+			Budgets: d.queue,
 		})
 	}
 	return d, nil
