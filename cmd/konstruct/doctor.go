@@ -3,7 +3,10 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -25,19 +28,22 @@ type check struct {
 	Name   string
 	OK     bool
 	Skip   bool
+	Warn   bool // worth a look, but not a failure
 	Detail string
 	Fix    string
 }
 
 func newDoctorCmd(a *app) *cobra.Command {
-	return &cobra.Command{
-		Use:   "doctor",
+	var envPath string
+	cmd := &cobra.Command{
+		Use:   "doctor [--env-file /etc/konstruct/konstruct.env]",
 		Short: "Check config, database role, migrations, Redis, every workspace's tokens and the LLM",
 		Long: "Runs every check and prints a pass/fail table with the fix for each failure.\n" +
-			"Exits non-zero when any check fails.",
+			"Exits non-zero when any check fails. --env-file reads the service's EnvironmentFile the way\n" +
+			"systemd does (its values win over this shell's), so the check sees what the service will.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			checks := a.doctor(cmd)
+			checks := append(a.doctor(cmd, envPath), serviceChecks(cmd.Context())...)
 			tw := a.table("CHECK\tRESULT\tDETAIL")
 			failed := 0
 			for _, c := range checks {
@@ -45,12 +51,14 @@ func newDoctorCmd(a *app) *cobra.Command {
 				switch {
 				case c.Skip:
 					res = "SKIP"
+				case c.Warn:
+					res = "WARN"
 				case !c.OK:
 					res = "FAIL"
 					failed++
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Name, res, konstruct.Redact(c.Detail))
-				if !c.OK && !c.Skip && c.Fix != "" {
+				if !c.OK && !c.Skip && c.Fix != "" || c.Warn && c.Fix != "" {
 					fmt.Fprintf(tw, "\t\t→ fix: %s\n", konstruct.Redact(c.Fix))
 				}
 			}
@@ -63,14 +71,42 @@ func newDoctorCmd(a *app) *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&envPath, "env-file", "", "read this systemd EnvironmentFile first, as the service does")
+	return cmd
 }
 
-func (a *app) doctor(cmd *cobra.Command) []check {
+// secretKeyFix is what to do when the stored tokens do not open with the
+// configured key: the usual cause is a key generated anew each time.
+const secretKeyFix = "secret_key must be the key the tokens were stored with. Write that key's value in the env file, " +
+	"not a command: `KONSTRUCT_SECRET_KEY=$(openssl rand -base64 32)` makes a new key each time it is read " +
+	"(generate it once: echo \"KONSTRUCT_SECRET_KEY=$(openssl rand -base64 32)\" >> /etc/konstruct/konstruct.env). " +
+	"After a rotation, list the old key in secret_key_previous. If the key is lost, `konstruct workspace add` each workspace again"
+
+func (a *app) doctor(cmd *cobra.Command, envPath string) []check {
 	ctx := cmd.Context()
 	var checks []check
 	add := func(c check) { checks = append(checks, c) }
 
-	cfg, err := config.Load(config.Options{Path: a.configPath, Getenv: a.getenv, Flags: cmd.Flags()})
+	getenv := a.getenv
+	if envPath != "" {
+		ef, err := readEnvFile(envPath)
+		if err != nil {
+			add(check{Name: "env file", Detail: errorLine(err), Fix: "the service reads this file (EnvironmentFile=): one KEY=value per line"})
+			return checks
+		}
+		getenv = ef.getenv(a.getenv)
+		add(check{Name: "env file", OK: true, Detail: fmt.Sprintf("%s: %d variables, read as systemd does", envPath, len(ef.Vars))})
+		for _, l := range ef.Invalid {
+			add(check{Name: "env file", Detail: l + " is not KEY=value: systemd ignores it",
+				Fix: "write it as KEY=value (no `export`, no spaces around the key)"})
+		}
+		for _, k := range ef.Commands {
+			add(check{Name: "env file", Detail: k + " is a shell command ($(…) or `…`): systemd does not run it, the service gets the text",
+				Fix: "write the value itself; for the key, run once: echo \"KONSTRUCT_SECRET_KEY=$(openssl rand -base64 32)\" >> " + envPath})
+		}
+	}
+
+	cfg, err := config.Load(config.Options{Path: a.configPath, Getenv: getenv, Flags: cmd.Flags()})
 	if err != nil {
 		add(check{Name: "config", Detail: err.Error(), Fix: "correct the config file or the KONSTRUCT_* variable named above"})
 		return checks
@@ -78,13 +114,27 @@ func (a *app) doctor(cmd *cobra.Command) []check {
 	a.setLogger(newLogger(a.stderr, "text", "error"))
 	all := []config.Part{config.NeedDatabase, config.NeedSecret, config.NeedRedis, config.NeedSlack, config.NeedLLM, config.NeedWorker, config.NeedHTTP}
 	if err := cfg.Validate(all...); err != nil {
-		add(check{Name: "config", Detail: strings.ReplaceAll(err.Error(), "\n", "; "), Fix: "set the keys named above in the config file or the environment"})
+		fix := "set the keys named above in the config file or the environment"
+		if strings.Contains(cfg.SecretKey, "$(") || strings.Contains(cfg.SecretKey, "`") {
+			fix += "; secret_key holds a shell command, which nothing runs: generate the key once (openssl rand -base64 32) and write its value"
+		}
+		if _, statErr := os.Stat(serviceEnvFile); envPath == "" && statErr == nil {
+			fix += fmt.Sprintf("; the service reads %s: check with `konstruct doctor --env-file %s`", serviceEnvFile, serviceEnvFile)
+		}
+		add(check{Name: "config", Detail: strings.ReplaceAll(err.Error(), "\n", "; "), Fix: fix})
 	} else {
 		add(check{Name: "config", OK: true, Detail: "file: " + cmp.Or(cfg.File, "(none, environment only)")})
 	}
+	for _, k := range cfg.Unknown {
+		add(check{Name: "config", Warn: true, Detail: fmt.Sprintf("unknown key %s in %s, ignored (a typo?)", k, cfg.File),
+			Fix: "remove it or correct its name (`konstruct --help` and the README list the keys)"})
+	}
 
 	// Database: reachable, role safe, migrations current.
-	var st *store.Store
+	var (
+		st       *store.Store
+		migrated bool // the schema is the binary's: the workspace check can run
+	)
 	if cfg.Database.URL == "" {
 		add(check{Name: "database", Skip: true, Detail: "database.url is not set"})
 	} else {
@@ -96,7 +146,8 @@ func (a *app) doctor(cmd *cobra.Command) []check {
 		st, err = store.Open(cctx, cfg.Database.URL, box, a.logger)
 		cancel()
 		if err != nil {
-			add(check{Name: "database", Detail: err.Error(), Fix: "check database.url and that PostgreSQL is running and reachable"})
+			add(check{Name: "database", Detail: errorLine(err), Fix: "check database.url and that PostgreSQL is running and reachable; " +
+				"the database and its two roles are created as in the README, \"Install on a server\", step 2"})
 		} else {
 			defer st.Close()
 			add(check{Name: "database", OK: true, Detail: "connected"})
@@ -109,9 +160,12 @@ func (a *app) doctor(cmd *cobra.Command) []check {
 			switch {
 			case err != nil:
 				add(check{Name: "migrations", Detail: err.Error(), Fix: "run `konstruct migrate`"})
+			case cur == 0:
+				add(check{Name: "migrations", Detail: "the database is not migrated (no Konstruct tables yet)", Fix: "run `konstruct migrate` (as root with the env file loaded; it uses database.migrate_url)"})
 			case cur < latest:
 				add(check{Name: "migrations", Detail: fmt.Sprintf("database at version %d, binary expects %d", cur, latest), Fix: "run `konstruct migrate`"})
 			default:
+				migrated = true
 				add(check{Name: "migrations", OK: true, Detail: fmt.Sprintf("version %d (current)", cur)})
 			}
 		}
@@ -146,11 +200,19 @@ func (a *app) doctor(cmd *cobra.Command) []check {
 	}
 
 	// Workspaces: each one's tokens.
-	if st != nil && cfg.SecretKey != "" {
+	switch {
+	case st == nil:
+	case !migrated:
+		add(check{Name: "workspaces", Skip: true, Detail: "checked once the database is migrated"})
+	case cfg.SecretKey == "":
+		add(check{Name: "workspaces", Skip: true, Detail: "secret_key is not set: the tokens cannot be read"})
+	default:
 		ws, err := st.ActiveWorkspaces(ctx)
 		switch {
+		case errors.Is(err, secret.ErrUnknownKey), errors.Is(err, secret.ErrDecrypt):
+			add(check{Name: "workspaces", Detail: errorLine(err), Fix: secretKeyFix})
 		case err != nil:
-			add(check{Name: "workspaces", Detail: err.Error(), Fix: "check secret_key: it must be the key the tokens were stored with"})
+			add(check{Name: "workspaces", Detail: errorLine(err), Fix: "run `konstruct migrate`, which grants the runtime role what it needs"})
 		case len(ws) == 0:
 			add(check{Name: "workspaces", OK: true, Detail: "none active yet (add one with `konstruct workspace add`)"})
 		}
@@ -212,4 +274,41 @@ func (a *app) doctor(cmd *cobra.Command) []check {
 		}
 	}
 	return checks
+}
+
+// systemdUnitPaths are where the unit is installed: by the package, or by
+// hand as the README says.
+var systemdUnitPaths = []string{"/usr/lib/systemd/system/konstruct.service", "/lib/systemd/system/konstruct.service", "/etc/systemd/system/konstruct.service"}
+
+// serviceChecks reports the systemd service where systemd runs and the unit
+// is installed (none elsewhere: containers, CI, a build from source).
+func serviceChecks(ctx context.Context) []check {
+	if _, err := os.Stat("/run/systemd/system"); err != nil {
+		return nil
+	}
+	installed := false
+	for _, p := range systemdUnitPaths {
+		if _, err := os.Stat(p); err == nil {
+			installed = true
+		}
+	}
+	systemctl, err := exec.LookPath("systemctl")
+	if !installed || err != nil {
+		return nil
+	}
+	ask := func(verb string) string {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		out, _ := exec.CommandContext(cctx, systemctl, verb, "konstruct.service").Output() // non-zero for "no"
+		return strings.TrimSpace(string(out))
+	}
+	enabled, active := ask("is-enabled"), ask("is-active")
+	detail := fmt.Sprintf("konstruct.service is %s and %s", cmp.Or(enabled, "unknown"), cmp.Or(active, "unknown"))
+	switch {
+	case active == "failed":
+		return []check{{Name: "service", Detail: detail, Fix: "see why with `journalctl -u konstruct -e`; fix what the checks above report, then `systemctl restart konstruct`"}}
+	case active != "active" || enabled != "enabled":
+		return []check{{Name: "service", Detail: detail, Fix: "once the checks above pass: `systemctl enable --now konstruct`, then `konstruct status`"}}
+	}
+	return []check{{Name: "service", OK: true, Detail: detail + "; `konstruct status` shows its workspaces"}}
 }
