@@ -1,7 +1,15 @@
 // Package secret encrypts Slack tokens at rest with AES-256-GCM under
-// secret_key. Each ciphertext is stored with the id of the key that sealed
-// it, so the key can be rotated: list the old key as a previous key, and
-// store.RekeyWorkspaces re-seals everything under the current one.
+// secret_key. Each ciphertext is stored with a reference to the key that
+// sealed it, so the key can be rotated: list the old key as a previous key,
+// and store.RekeyWorkspaces re-seals everything under the current one.
+//
+// A ciphertext is bound to where it belongs by AES-GCM associated data (the
+// store passes the row's tenant and team id and the column): whoever can
+// write the database cannot move one workspace's token to another's row, nor
+// an app token in place of a bot token, without the open failing. The key
+// reference tells the two formats apart: "v2:<key id>" for a bound
+// ciphertext, a bare "<key id>" for one sealed before binding existed, which
+// opens without associated data until it is re-sealed (workspace rekey).
 //
 // Errors never contain plaintext, ciphertext or key material.
 package secret
@@ -92,28 +100,51 @@ func KeyID(raw []byte) string {
 // CurrentKeyID is the id of the key Seal uses.
 func (b *Box) CurrentKeyID() string { return b.current }
 
+// boundPrefix marks the key reference of a ciphertext bound to its
+// associated data.
+const boundPrefix = "v2:"
+
+// CurrentKeyRef is the key reference Seal returns now: a ciphertext stored
+// with any other needs re-sealing (a previous key, or no binding).
+func (b *Box) CurrentKeyRef() string { return boundPrefix + b.current }
+
+// ParseKeyRef splits a stored key reference into the key id and whether
+// the ciphertext is bound to associated data.
+func ParseKeyRef(ref string) (keyID string, bound bool) {
+	if id, ok := strings.CutPrefix(ref, boundPrefix); ok {
+		return id, true
+	}
+	return ref, false
+}
+
 // Seal encrypts plaintext under the current key with a fresh random nonce,
-// returning nonce||ciphertext and the key id to store beside it.
-func (b *Box) Seal(plaintext []byte) ([]byte, string, error) {
+// bound to aad (which Open must be given again), and returns
+// nonce||ciphertext and the key reference to store beside it.
+func (b *Box) Seal(plaintext, aad []byte) ([]byte, string, error) {
 	aead := b.aeads[b.current]
 	out := make([]byte, aead.NonceSize(), aead.NonceSize()+len(plaintext)+aead.Overhead())
 	if _, err := rand.Read(out); err != nil {
 		return nil, "", fmt.Errorf("nonce: %w", err)
 	}
-	return aead.Seal(out, out, plaintext, nil), b.current, nil
+	return aead.Seal(out, out, plaintext, aad), b.CurrentKeyRef(), nil
 }
 
-// Open decrypts what Seal returned with the key named keyID.
-func (b *Box) Open(ciphertext []byte, keyID string) ([]byte, error) {
+// Open decrypts what Seal returned, given the same aad; a ciphertext whose
+// reference is a bare key id (sealed before binding) is opened without.
+func (b *Box) Open(ciphertext []byte, keyRef string, aad []byte) ([]byte, error) {
+	keyID, bound := ParseKeyRef(keyRef)
 	aead, ok := b.aeads[keyID]
 	if !ok {
 		return nil, fmt.Errorf("%w %q: list the key that sealed it in secret_key_previous (current key is %q)", ErrUnknownKey, keyID, b.current)
+	}
+	if !bound {
+		aad = nil
 	}
 	n := aead.NonceSize()
 	if len(ciphertext) < n+aead.Overhead() {
 		return nil, fmt.Errorf("key %q: %w", keyID, ErrDecrypt)
 	}
-	plain, err := aead.Open(nil, ciphertext[:n], ciphertext[n:], nil)
+	plain, err := aead.Open(nil, ciphertext[:n], ciphertext[n:], aad)
 	if err != nil {
 		return nil, fmt.Errorf("key %q: %w", keyID, ErrDecrypt)
 	}

@@ -131,8 +131,9 @@ func TestWorkspaceTokensEncrypted(t *testing.T) {
 			t.Fatalf("stored token is not encrypted: %q", enc)
 		}
 	}
-	if len(keyID) != 8 {
-		t.Errorf("key_id %q", keyID)
+	keyID, bound := secret.ParseKeyRef(keyID)
+	if !bound || len(keyID) != 8 {
+		t.Errorf("key_id %q, want v2: and the key id", keyID)
 	}
 
 	active, err := st.ActiveWorkspaces(ctx)

@@ -12,6 +12,21 @@ import (
 	"github.com/konstruct/konstruct/secret"
 )
 
+// The token columns, which each ciphertext is bound to with its row.
+const (
+	appTokenColumn = "app_token_enc"
+	botTokenColumn = "bot_token_enc"
+)
+
+// tokenAAD is the associated data that binds a token's ciphertext to its
+// place: the tenant and team of its row, and its column. A ciphertext copied
+// to another workspace's row, or from one column to the other, no longer
+// opens (secret.Box). The key_id column tells bound ciphertexts ("v2:…")
+// from those sealed before, which open without it until `workspace rekey`.
+func tokenAAD(tenantID, teamID, column string) []byte {
+	return []byte("konstruct/workspaces/" + tenantID + "/" + teamID + "/" + column)
+}
+
 func (s *Store) needBox(what string) error {
 	if s.box == nil {
 		return konstruct.Errorf(konstruct.EINVALID, "%s needs secret_key (base64 of 32 bytes), which encrypts Slack tokens at rest", what)
@@ -38,11 +53,11 @@ func (s *Store) AddWorkspace(ctx context.Context, w konstruct.Workspace) (konstr
 	} else if err != nil && konstruct.ErrorCode(err) != konstruct.ENOTFOUND {
 		return konstruct.Workspace{}, err
 	}
-	appEnc, keyID, err := s.box.Seal([]byte(w.AppToken))
+	appEnc, keyID, err := s.box.Seal([]byte(w.AppToken), tokenAAD(w.TenantID, w.TeamID, appTokenColumn))
 	if err != nil {
 		return konstruct.Workspace{}, fmt.Errorf("seal app token: %w", err)
 	}
-	botEnc, _, err := s.box.Seal([]byte(w.BotToken))
+	botEnc, _, err := s.box.Seal([]byte(w.BotToken), tokenAAD(w.TenantID, w.TeamID, botTokenColumn))
 	if err != nil {
 		return konstruct.Workspace{}, fmt.Errorf("seal bot token: %w", err)
 	}
@@ -176,11 +191,11 @@ func (s *Store) ActiveWorkspaces(ctx context.Context) ([]konstruct.Workspace, er
 			&w.BotUserID, &w.BotID, &appEnc, &botEnc, &keyID, &w.Status, &w.CreatedAt, &w.UpdatedAt); err != nil {
 			return w, err
 		}
-		app, err := s.box.Open(appEnc, keyID)
+		app, err := s.box.Open(appEnc, keyID, tokenAAD(w.TenantID, w.TeamID, appTokenColumn))
 		if err != nil {
 			return w, s.openError(w.TeamID, keyID, err)
 		}
-		bot, err := s.box.Open(botEnc, keyID)
+		bot, err := s.box.Open(botEnc, keyID, tokenAAD(w.TenantID, w.TeamID, botTokenColumn))
 		if err != nil {
 			return w, s.openError(w.TeamID, keyID, err)
 		}
@@ -193,22 +208,23 @@ func (s *Store) ActiveWorkspaces(ctx context.Context) ([]konstruct.Workspace, er
 	return ws, nil
 }
 
-func (s *Store) openError(teamID, keyID string, err error) error {
+func (s *Store) openError(teamID, keyRef string, err error) error {
+	keyID, _ := secret.ParseKeyRef(keyRef)
 	msg := fmt.Sprintf("cannot decrypt the tokens of workspace %s", teamID)
 	switch {
 	case errors.Is(err, secret.ErrUnknownKey):
 		msg += fmt.Sprintf(": they were sealed with key %s, which is neither secret_key (key %s) nor in secret_key_previous; add the key they were stored with to secret_key_previous",
 			keyID, s.box.CurrentKeyID())
 	case errors.Is(err, secret.ErrDecrypt):
-		msg += fmt.Sprintf(": they do not authenticate under key %s (altered in the database?); add the workspace again", keyID)
+		msg += fmt.Sprintf(": they do not authenticate under key %s for this workspace (altered in the database, or copied from another workspace's row?); add the workspace again", keyID)
 	}
 	return &konstruct.Error{Code: konstruct.EINVALID, Message: msg, Err: err}
 }
 
 // RekeyWorkspaces re-seals every workspace's tokens that are not under the
 // current key (after a rotation: new secret_key, old one listed as previous)
-// and returns how many it re-sealed. Each tenant is re-keyed in its own
-// transaction.
+// or not bound to their row (sealed before binding existed), and returns how
+// many it re-sealed. Each tenant is re-keyed in its own transaction.
 func (s *Store) RekeyWorkspaces(ctx context.Context) (int, error) {
 	if err := s.needBox("re-keying workspaces"); err != nil {
 		return 0, err
@@ -217,43 +233,44 @@ func (s *Store) RekeyWorkspaces(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	current := s.box.CurrentKeyID()
+	current := s.box.CurrentKeyRef()
 	total := 0
 	for _, t := range tenants {
 		n := 0
 		err := s.InTenant(ctx, t.ID, func(tx pgx.Tx) error {
 			type sealed struct {
-				id, team, keyID string
-				app, bot        []byte
+				id, tenant, team, keyID string
+				app, bot                []byte
 			}
 			rows, err := tx.Query(ctx, `
-				SELECT id, team_id, key_id, app_token_enc, bot_token_enc FROM workspaces
+				SELECT id, tenant_id, team_id, key_id, app_token_enc, bot_token_enc FROM workspaces
 				WHERE key_id IS NOT NULL AND key_id <> $1 FOR UPDATE`, current)
 			if err != nil {
 				return err
 			}
 			old, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (sealed, error) {
 				var w sealed
-				err := row.Scan(&w.id, &w.team, &w.keyID, &w.app, &w.bot)
+				err := row.Scan(&w.id, &w.tenant, &w.team, &w.keyID, &w.app, &w.bot)
 				return w, err
 			})
 			if err != nil {
 				return err
 			}
 			for _, w := range old {
-				app, err := s.box.Open(w.app, w.keyID)
+				appAAD, botAAD := tokenAAD(w.tenant, w.team, appTokenColumn), tokenAAD(w.tenant, w.team, botTokenColumn)
+				app, err := s.box.Open(w.app, w.keyID, appAAD)
 				if err != nil {
 					return s.openError(w.team, w.keyID, err)
 				}
-				bot, err := s.box.Open(w.bot, w.keyID)
+				bot, err := s.box.Open(w.bot, w.keyID, botAAD)
 				if err != nil {
 					return s.openError(w.team, w.keyID, err)
 				}
-				appEnc, keyID, err := s.box.Seal(app)
+				appEnc, keyID, err := s.box.Seal(app, appAAD)
 				if err != nil {
 					return err
 				}
-				botEnc, _, err := s.box.Seal(bot)
+				botEnc, _, err := s.box.Seal(bot, botAAD)
 				if err != nil {
 					return err
 				}
