@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -70,12 +71,17 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 // CheckRole refuses a role that Row-Level Security would not confine: a
-// superuser, a BYPASSRLS role, or the owner of the tables (which could turn
-// RLS off and reads every row through the owner's policy).
+// superuser, a BYPASSRLS role, the owner of the tables (which could turn
+// RLS off and reads every row through the owner's policy), or a member of
+// any of those. Membership counts whether it is direct or through other
+// roles, and whatever its INHERIT: a NOINHERIT member does not use the
+// role's attributes by itself, but may SET ROLE to it at any time.
 func (s *Store) CheckRole(ctx context.Context) error {
 	var (
 		role                   string
 		super, bypass, isOwner bool
+		via                    []string // roles it is a member of that RLS does not confine
+		grants                 []string // its direct memberships that lead to one of those
 	)
 	err := s.pool.QueryRow(ctx, `
 		SELECT r.rolname, r.rolsuper, r.rolbypassrls,
@@ -83,8 +89,17 @@ func (s *Store) CheckRole(ctx context.Context) error {
 		               JOIN pg_namespace n ON n.oid = c.relnamespace
 		               WHERE n.nspname = 'public'
 		                 AND c.relname IN ('tenants', 'agents', 'workspaces', 'replies')
-		                 AND pg_has_role(r.oid, c.relowner, 'USAGE'))
-		FROM pg_roles r WHERE r.rolname = current_user`).Scan(&role, &super, &bypass, &isOwner)
+		                 AND pg_has_role(r.oid, c.relowner, 'MEMBER')),
+		       ARRAY(SELECT a.rolname FROM pg_roles a
+		             WHERE a.oid <> r.oid AND (a.rolsuper OR a.rolbypassrls)
+		               AND pg_has_role(r.oid, a.oid, 'MEMBER')
+		             ORDER BY a.rolname),
+		       ARRAY(SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+		             WHERE m.member = r.oid AND EXISTS (
+		                 SELECT 1 FROM pg_roles a
+		                 WHERE (a.rolsuper OR a.rolbypassrls) AND pg_has_role(g.oid, a.oid, 'MEMBER'))
+		             ORDER BY g.rolname)
+		FROM pg_roles r WHERE r.rolname = current_user`).Scan(&role, &super, &bypass, &isOwner, &via, &grants)
 	if err != nil {
 		return fmt.Errorf("check database role: %w", err)
 	}
@@ -99,11 +114,23 @@ func (s *Store) CheckRole(ctx context.Context) error {
 		return konstruct.Errorf(konstruct.EINVALID,
 			"database.url connects as %s, which has BYPASSRLS: Row-Level Security does not apply to it, so tenants would not be isolated. "+
 				"Run ALTER ROLE %s NOBYPASSRLS, or use a dedicated role (CREATE ROLE konstruct_app LOGIN NOSUPERUSER NOBYPASSRLS)", q, q)
+	case len(via) > 0:
+		idents := func(names []string) string {
+			out := make([]string, len(names))
+			for i, n := range names {
+				out[i] = ident(n)
+			}
+			return strings.Join(out, ", ")
+		}
+		return konstruct.Errorf(konstruct.EINVALID,
+			"database.url connects as %s, a member of %s, which is superuser or BYPASSRLS: %s can SET ROLE to it (INHERIT or not) "+
+				"and step outside Row-Level Security, so tenants would not be isolated. Revoke the membership (REVOKE %s FROM %s) "+
+				"or use a dedicated role that belongs to no such role", q, idents(via), q, idents(grants), q)
 	case isOwner:
 		return konstruct.Errorf(konstruct.EINVALID,
-			"database.url connects as %s, which owns the Konstruct tables and could switch Row-Level Security off. "+
-				"Keep %s for database.migrate_url and run the daemon as a dedicated role (CREATE ROLE konstruct_app LOGIN NOSUPERUSER NOBYPASSRLS), "+
-				"then run `konstruct migrate` to grant it", q, q)
+			"database.url connects as %s, which owns the Konstruct tables (or is a member of their owner) and could switch Row-Level Security off. "+
+				"Keep the owner for database.migrate_url and run the daemon as a dedicated role (CREATE ROLE konstruct_app LOGIN NOSUPERUSER NOBYPASSRLS), "+
+				"then run `konstruct migrate` to grant it", q)
 	}
 	return nil
 }
