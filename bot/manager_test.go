@@ -3,6 +3,7 @@ package bot
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -19,7 +20,9 @@ func TestManagerDeliversNormalizedAndAcks(t *testing.T) {
 	sim, ws, src := oneWorkspace(t)
 	mx := metrics.New()
 	var seen atomic.Int64
-	m := startManager(t, sim, ManagerConfig{Source: src.list, Metrics: mx,
+	rec := newRecorder()
+	acks := watchAcks(sim, rec)
+	m := startManager(t, sim, ManagerConfig{Source: src.list, Metrics: mx, Recorder: rec,
 		OnWorkspaces: func(w []konstruct.Workspace) { seen.Store(int64(len(w))) }})
 
 	waitFor(t, 5*time.Second, "two sockets", func() bool { return sim.Connections(ws.AppID) == 2 })
@@ -34,17 +37,18 @@ func TestManagerDeliversNormalizedAndAcks(t *testing.T) {
 	}
 	for typ, msg := range got {
 		if msg.TS != ts || msg.Text != "what's up?" || msg.TeamID != ws.TeamID || msg.ChannelID != ws.GeneralChannelID ||
-			msg.User != ws.UserIDs[0] || msg.EventID == "" || msg.ReceivedAt.IsZero() {
+			msg.User != ws.UserIDs[0] || msg.BotUserID != ws.BotUserID || msg.EventID == "" || msg.ReceivedAt.IsZero() {
 			t.Errorf("%s: %+v", typ, msg)
 		}
 	}
 	if !got["app_mention"].IsMention || got["message"].IsMention || got["message"].ChannelType != konstruct.ChannelPublic {
 		t.Errorf("flags: %+v", got)
 	}
-	waitFor(t, 3*time.Second, "acks", func() bool { return sim.Unacked() == 0 })
-	if n := value(mx.EnvelopesAcked); n != 2 {
-		t.Errorf("acked %v envelopes, want 2", n)
-	}
+	// Slack counts an ack once it reads it, the gateway once it wrote it.
+	waitFor(t, 3*time.Second, "acks", func() bool {
+		return sim.Unacked() == 0 && acks.count() == 2 && value(mx.EnvelopesAcked) == 2
+	})
+	acks.check(t)
 	if seen.Load() != 1 {
 		t.Errorf("OnWorkspaces saw %d workspaces", seen.Load())
 	}
@@ -188,9 +192,8 @@ func TestManagerReconnectsWithoutLoss(t *testing.T) {
 			collect(t, m, 15*time.Second, want...)
 			waitFor(t, 5*time.Second, "sockets back", func() bool { return sim.Connections(ws.AppID) == 2 })
 			waitFor(t, 5*time.Second, "all acked", func() bool { return sim.Unacked() == 0 })
-			if value(mx.Reconnects) == 0 {
-				t.Error("no reconnect counted")
-			}
+			// Counted once the replacement is live (and the old socket closed).
+			waitFor(t, 3*time.Second, "a reconnect counted", func() bool { return value(mx.Reconnects) > 0 })
 		})
 	}
 }
@@ -219,29 +222,57 @@ func TestManagerMalformedEnvelopesAcked(t *testing.T) {
 	if got[ts][0].Text != "after the junk" {
 		t.Errorf("got %+v", got)
 	}
+	// 5 junk envelopes with an id (the 2 unparseable frames have none) and
+	// the DM: once all are acked, all were classified.
 	waitFor(t, 3*time.Second, "acks", func() bool { return value(mx.EnvelopesAcked) >= 6 })
+	if got := recOf(m).recorded(); len(got) != 1 {
+		t.Errorf("recorded %d messages, want the DM only: %+v", len(got), got)
+	}
 	if n := sim.Connections(ws.AppID); n != 1 {
 		t.Errorf("%d sockets after junk", n)
 	}
 }
 
+// An envelope that finds the intake full stays unacked: Slack redelivers
+// it, and the redelivery is recorded and acked once there is room.
 func TestManagerQueueFullLeavesUnacked(t *testing.T) {
 	t.Parallel()
-	sim, ws, src := oneWorkspace(t, slacksim.WithAckTimeout(300*time.Millisecond))
+	sim, ws, src := oneWorkspace(t, slacksim.WithAckTimeout(500*time.Millisecond))
 	mx := metrics.New()
-	m := startManager(t, sim, ManagerConfig{Source: src.list, Metrics: mx, QueueSize: 1})
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	open := func() { releaseOnce.Do(func() { close(release) }) }
+	// One classifier, held, and a queue of one: the intake takes exactly
+	// two envelopes (one being classified, one queued).
+	m := startManagerWith(t, sim, ManagerConfig{Source: src.list, Metrics: mx, QueueSize: 1, Normalizers: 1}, func(m *Manager) {
+		m.beforeNormalize = func() { <-release }
+	})
+	t.Cleanup(open) // before the manager's cleanup
 	waitFor(t, 5*time.Second, "sockets", func() bool { return sim.Connections(ws.AppID) == 2 })
 
-	ts1, _ := sim.DM(ws.TeamID, ws.UserIDs[0], "one", "")
-	ts2, _ := sim.DM(ws.TeamID, ws.UserIDs[0], "two", "")
-	waitFor(t, 3*time.Second, "queue full counted", func() bool { return value(mx.GatewayQueueFull) > 0 })
-	if sim.Unacked() == 0 {
-		t.Fatal("an envelope that did not fit the queue was acked")
+	var want []string
+	for i := range 5 {
+		ts, err := sim.DM(ws.TeamID, ws.UserIDs[0], fmt.Sprint("msg ", i), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, ts)
 	}
-	// The router catches up: Slack's redelivery of the one left out gets in.
-	got := collect(t, m, 5*time.Second, ts1, ts2)
-	if r1, r2 := got[ts1][0].RetryAttempt, got[ts2][0].RetryAttempt; (r1 > 0) == (r2 > 0) {
-		t.Errorf("retry attempts %d and %d: want one first delivery and one redelivery", r1, r2)
+	waitFor(t, 3*time.Second, "queue full counted", func() bool { return value(mx.GatewayQueueFull) >= 3 })
+	if n := sim.Unacked(); n != 5 {
+		t.Fatalf("%d unacked, want 5: an envelope that did not fit the intake was acked", n)
+	}
+	open()
+	// The ones left out come back as redeliveries and get in.
+	got := collect(t, m, 5*time.Second, want...)
+	firsts := 0
+	for _, ts := range want {
+		if slices.ContainsFunc(got[ts], func(msg konstruct.Message) bool { return msg.RetryAttempt == 0 }) {
+			firsts++
+		}
+	}
+	if firsts != 2 {
+		t.Errorf("%d posts recorded from their first delivery, want the 2 the intake took; the rest from redeliveries", firsts)
 	}
 	waitFor(t, 3*time.Second, "all acked", func() bool { return sim.Unacked() == 0 })
 }
@@ -256,37 +287,111 @@ func TestManagerLostAckRedelivered(t *testing.T) {
 	waitFor(t, 5*time.Second, "sockets", func() bool { return sim.Connections(ws.AppID) == 2 })
 
 	ts, _ := sim.DM(ws.TeamID, ws.UserIDs[0], "once", "")
+	// Recorded, its ack lost, redelivered, recorded again (the router
+	// dedupes on the event id), acked.
 	first, second := next(t, m, 3*time.Second), next(t, m, 3*time.Second)
 	if first.TS != ts || second.TS != ts || first.EventID != second.EventID || first.RetryAttempt != 0 || second.RetryAttempt != 1 {
 		t.Errorf("first %+v\nsecond %+v", first, second)
 	}
+	waitFor(t, 3*time.Second, "acked", func() bool { return sim.Unacked() == 0 })
 }
 
-func TestManagerShutdownStopsSocketsThenClosesEvents(t *testing.T) {
+// Shutdown: the intake takes no new envelope, the one taken is recorded
+// and acked while the sockets stay open, then the sockets close.
+func TestManagerShutdownDrainsThenClosesSockets(t *testing.T) {
 	t.Parallel()
 	sim, ws, src := oneWorkspace(t)
-	m := NewManager(ManagerConfig{APIURL: sim.APIURL(), HTTPClient: simClient(t), Source: src.list})
+	mx := metrics.New()
+	rec := newRecorder()
+	t.Cleanup(rec.release)
+	m := NewManager(ManagerConfig{APIURL: sim.APIURL(), HTTPClient: simClient(t), Source: src.list, Metrics: mx,
+		Recorder: rec, DrainTimeout: 10 * time.Second, RecordTimeout: 10 * time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
 	waitFor(t, 5*time.Second, "sockets", func() bool { return sim.Connections(ws.AppID) == 2 })
-	ts, _ := sim.DM(ws.TeamID, ws.UserIDs[0], "before stop", "")
+	ts1, _ := sim.DM(ws.TeamID, ws.UserIDs[0], "before stop", "")
 	waitFor(t, 3*time.Second, "acked", func() bool { return sim.Unacked() == 0 })
 
+	rec.hold()
+	ts2, _ := sim.DM(ws.TeamID, ws.UserIDs[0], "taken before stop", "")
+	waitFor(t, 3*time.Second, "record in flight", func() bool { return rec.heldMessages() == 1 })
+	cancel()
+	waitFor(t, 3*time.Second, "intake closed", func() bool { return intakeClosed(m) })
+	ts3, _ := sim.DM(ws.TeamID, ws.UserIDs[0], "after stop", "")
+	waitFor(t, 3*time.Second, "envelope refused", func() bool { return value(mx.GatewayQueueFull) == 1 })
+
+	// Draining: the sockets stay open for the ack of the one taken.
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned (%v) while a record was in flight", err)
+	default:
+	}
+	if n := sim.Connections(ws.AppID); n != 2 {
+		t.Errorf("%d sockets while draining, want 2", n)
+	}
+	if n := sim.Unacked(); n != 2 {
+		t.Errorf("%d unacked while draining, want 2", n)
+	}
+	rec.release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Second, "sockets closed", func() bool { return sim.Connections(ws.AppID) == 0 })
+	var got []string
+	for _, msg := range rec.recorded() {
+		got = append(got, msg.TS)
+	}
+	if !slices.Equal(got, []string{ts1, ts2}) {
+		t.Fatalf("recorded %v, want [%s %s] (not %s, sent after the stop)", got, ts1, ts2, ts3)
+	}
+	// Slack read the ack of the one taken before the close; the one sent
+	// after the stop is left for redelivery.
+	waitFor(t, 3*time.Second, "acked before the close", func() bool {
+		st, _ := envelopeOf(sim, rec.recorded()[1].EventID)
+		return !st.Acked.IsZero() && sim.Unacked() == 1
+	})
+	if err := m.Run(context.Background()); !errors.Is(err, errRunTwice) {
+		t.Errorf("second Run: %v, want errRunTwice", err)
+	}
+}
+
+// A record that outlasts DrainTimeout does not hold the shutdown: the
+// sockets close, and the envelope stays unacked for Slack to redeliver.
+func TestManagerShutdownDrainTimeoutLeavesUnacked(t *testing.T) {
+	t.Parallel()
+	sim, ws, src := oneWorkspace(t)
+	mx := metrics.New()
+	rec := newRecorder()
+	t.Cleanup(rec.release)
+	m := NewManager(ManagerConfig{APIURL: sim.APIURL(), HTTPClient: simClient(t), Source: src.list, Metrics: mx,
+		Recorder: rec, DrainTimeout: 300 * time.Millisecond, RecordTimeout: 10 * time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	waitFor(t, 5*time.Second, "sockets", func() bool { return sim.Connections(ws.AppID) == 2 })
+
+	rec.hold()
+	_, _ = sim.DM(ws.TeamID, ws.UserIDs[0], "stuck", "")
+	waitFor(t, 3*time.Second, "record in flight", func() bool { return rec.heldMessages() == 1 })
+	start := time.Now()
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	// What was acked is still in the queue, then the queue is closed.
-	var got []string
-	for msg := range m.Events() {
-		got = append(got, msg.TS)
-	}
-	if !slices.Equal(got, []string{ts}) {
-		t.Errorf("drained %v, want [%s]", got, ts)
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Errorf("Run returned %v after the stop, before DrainTimeout (300ms)", d)
 	}
 	waitFor(t, 3*time.Second, "sockets closed", func() bool { return sim.Connections(ws.AppID) == 0 })
-	if err := m.Run(context.Background()); !errors.Is(err, errRunTwice) {
-		t.Errorf("second Run: %v, want errRunTwice", err)
+	// The record completes late: its ack has no socket left.
+	rec.release()
+	<-m.intake.committed
+	if n := value(mx.EnvelopesAcked); n != 0 {
+		t.Errorf("%v acks after the sockets closed", n)
+	}
+	if n := sim.Unacked(); n != 1 {
+		t.Errorf("%d unacked, want 1", n)
 	}
 }

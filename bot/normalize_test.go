@@ -41,27 +41,34 @@ func TestNormalize(t *testing.T) {
 			ev:      map[string]any{"type": "app_mention", "user": "U1", "text": "<@UBOT> hi <@U2>  there", "ts": "1.000100", "channel": "C1"},
 			botUser: "UBOT",
 			want: konstruct.Message{TeamID: "T1", APIAppID: "A1", EventID: "Ev1", EventType: "app_mention",
-				ChannelID: "C1", User: "U1", Text: "hi <@U2> there", TS: "1.000100", IsMention: true},
+				ChannelID: "C1", User: "U1", BotUserID: "UBOT", Text: "hi <@U2> there", TS: "1.000100", IsMention: true},
 		},
 		{
 			name:    "mention with a label, in a thread",
 			ev:      map[string]any{"type": "app_mention", "user": "U1", "text": "hey <@UBOT|konstruct>, sum up", "ts": "2.0", "thread_ts": "1.0", "channel": "C1"},
 			botUser: "UBOT",
 			want: konstruct.Message{TeamID: "T1", APIAppID: "A1", EventID: "Ev1", EventType: "app_mention",
-				ChannelID: "C1", User: "U1", Text: "hey , sum up", TS: "2.0", ThreadTS: "1.0", IsMention: true},
+				ChannelID: "C1", User: "U1", BotUserID: "UBOT", Text: "hey , sum up", TS: "2.0", ThreadTS: "1.0", IsMention: true},
 		},
 		{
 			name:    "a longer id sharing the prefix stays",
 			ev:      map[string]any{"type": "app_mention", "user": "U1", "text": "<@UBOTX> and <@UBOT>", "ts": "2.0", "channel": "C1"},
 			botUser: "UBOT",
 			want: konstruct.Message{TeamID: "T1", APIAppID: "A1", EventID: "Ev1", EventType: "app_mention",
-				ChannelID: "C1", User: "U1", Text: "<@UBOTX> and", TS: "2.0", IsMention: true},
+				ChannelID: "C1", User: "U1", BotUserID: "UBOT", Text: "<@UBOTX> and", TS: "2.0", IsMention: true},
 		},
 		{
 			name: "DM",
 			ev:   map[string]any{"type": "message", "channel_type": "im", "user": "U1", "text": "hello", "ts": "3.0", "channel": "D1"},
 			want: konstruct.Message{TeamID: "T1", APIAppID: "A1", EventID: "Ev1", EventType: "message",
 				ChannelID: "D1", ChannelType: konstruct.ChannelIM, User: "U1", Text: "hello", TS: "3.0", IsDM: true},
+		},
+		{
+			name:    "the bot user comes with every message, mentioned or not",
+			ev:      map[string]any{"type": "message", "channel_type": "im", "user": "U1", "text": "hello <@UBOT>", "ts": "3.5", "channel": "D1"},
+			botUser: "UBOT",
+			want: konstruct.Message{TeamID: "T1", APIAppID: "A1", EventID: "Ev1", EventType: "message",
+				ChannelID: "D1", ChannelType: konstruct.ChannelIM, User: "U1", BotUserID: "UBOT", Text: "hello", TS: "3.5", IsDM: true},
 		},
 		{
 			name: "bot message keeps its flags",
@@ -104,12 +111,78 @@ func TestNormalizeFallbackBotUser(t *testing.T) {
 	t.Parallel()
 	p := callbackJSON(t, map[string]any{"type": "app_mention", "user": "U1", "text": "<@UBOT> hi", "ts": "1.0", "channel": "C1"}, "")
 	m, err := NormalizeFor(p, time.Now(), "UBOT")
-	if err != nil || m.Text != "hi" {
-		t.Fatalf("NormalizeFor = %q, %v", m.Text, err)
+	if err != nil || m.Text != "hi" || m.BotUserID != "UBOT" {
+		t.Fatalf("NormalizeFor = %q (bot user %q), %v", m.Text, m.BotUserID, err)
 	}
 	m, _ = Normalize(p, time.Now())
-	if m.Text != "<@UBOT> hi" {
-		t.Fatalf("without a bot user the text must stay: %q", m.Text)
+	if m.Text != "<@UBOT> hi" || m.BotUserID != "" {
+		t.Fatalf("without a bot user the text must stay and none be set: %q (bot user %q)", m.Text, m.BotUserID)
+	}
+	// The payload's authorizations win over the fallback.
+	p = callbackJSON(t, map[string]any{"type": "app_mention", "user": "U1", "text": "<@UAUTH> hi", "ts": "1.0", "channel": "C1"}, "UAUTH")
+	if m, _ = NormalizeFor(p, time.Now(), "UOTHER"); m.BotUserID != "UAUTH" || m.Text != "hi" {
+		t.Fatalf("authorizations: bot user %q, text %q; want UAUTH, hi", m.BotUserID, m.Text)
+	}
+}
+
+// The bot user is the authorization of the event's team, else any bot
+// authorization; user (non-bot) authorizations never count.
+func TestNormalizeBotUserFromAuthorizations(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		auths []map[string]any
+		want  string
+	}{
+		{"own team first", []map[string]any{
+			{"team_id": "T9", "user_id": "UOTHER", "is_bot": true},
+			{"team_id": "T1", "user_id": "UBOT", "is_bot": true},
+		}, "UBOT"},
+		{"another team's bot when none of ours", []map[string]any{{"team_id": "T9", "user_id": "UOTHER", "is_bot": true}}, "UOTHER"},
+		{"a user authorization is not the bot", []map[string]any{{"team_id": "T1", "user_id": "UHUMAN", "is_bot": false}}, ""},
+		{"none", nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p, err := json.Marshal(map[string]any{"type": "event_callback", "team_id": "T1", "event_id": "Ev1", "authorizations": tc.auths,
+				"event": map[string]any{"type": "message", "channel_type": "im", "user": "U1", "text": "hi", "ts": "1.0", "channel": "D1"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := Normalize(p, time.Now())
+			if err != nil || m.BotUserID != tc.want {
+				t.Errorf("bot user %q (%v), want %q", m.BotUserID, err, tc.want)
+			}
+		})
+	}
+}
+
+// app_uninstalled and a tokens_revoked naming the bot token mean the
+// workspace is lost; a tokens_revoked of user (oauth) tokens only is not
+// ours to act on.
+func TestNormalizeRevocation(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		ev      map[string]any
+		revoked bool
+	}{
+		{"app_uninstalled", map[string]any{"type": "app_uninstalled"}, true},
+		{"bot token revoked", map[string]any{"type": "tokens_revoked", "tokens": map[string]any{"oauth": []string{"U1"}, "bot": []string{"UBOT"}}}, true},
+		{"user tokens only", map[string]any{"type": "tokens_revoked", "tokens": map[string]any{"oauth": []string{"U1", "U2"}}}, false},
+		{"empty bot list", map[string]any{"type": "tokens_revoked", "tokens": map[string]any{"bot": []string{}}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Normalize(callbackJSON(t, tc.ev, "UBOT"), time.Now())
+			var rev *RevokedError
+			switch {
+			case tc.revoked && (!errors.As(err, &rev) || rev.TeamID != "T1" || rev.Reason != tc.ev["type"]):
+				t.Errorf("err = %v, want a RevokedError for T1 (%s)", err, tc.ev["type"])
+			case !tc.revoked && !errors.Is(err, ErrNotMessage):
+				t.Errorf("err = %v, want ErrNotMessage", err)
+			}
+		})
 	}
 }
 

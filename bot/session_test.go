@@ -2,70 +2,15 @@ package bot
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/konstruct/konstruct/metrics"
 	"github.com/konstruct/konstruct/slacksim"
 )
-
-// The ack does not wait for normalization or the router: with every
-// normalizer blocked, envelopes are still acked at once, and the messages
-// arrive once the normalizers resume.
-func TestManagerAcksBeforeNormalizing(t *testing.T) {
-	t.Parallel()
-	sim, ws, src := oneWorkspace(t, slacksim.WithAckTimeout(5*time.Second))
-	mx := metrics.New()
-	release := make(chan struct{})
-	var releaseOnce sync.Once
-	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) }) // before the manager's cleanup
-	var blocked atomic.Int64
-	m := startManagerWith(t, sim, ManagerConfig{Source: src.list, Metrics: mx, Normalizers: 2}, func(m *Manager) {
-		m.beforeNormalize = func() {
-			blocked.Add(1)
-			<-release
-		}
-	})
-	waitFor(t, 5*time.Second, "sockets", func() bool { return sim.Connections(ws.AppID) == 2 })
-
-	var want []string
-	for i := range 10 {
-		ts, err := sim.DM(ws.TeamID, ws.UserIDs[0], fmt.Sprintf("msg %d", i), "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		want = append(want, ts)
-	}
-	waitFor(t, 2*time.Second, "acks while normalization is blocked", func() bool { return sim.Unacked() == 0 })
-	if n := blocked.Load(); n == 0 || n > 2 {
-		t.Errorf("%d normalizers blocked, want 1–2", n)
-	}
-	select {
-	case msg := <-m.Events():
-		t.Fatalf("a message got through blocked normalizers: %+v", msg)
-	default:
-	}
-	for _, st := range sim.Envelopes() {
-		if st.Retries != 0 {
-			t.Errorf("envelope %s redelivered", st.EnvelopeID)
-		}
-	}
-	releaseOnce.Do(func() { close(release) })
-	got := collect(t, m, 5*time.Second, want...)
-	for _, ts := range want {
-		if len(got[ts]) != 1 {
-			t.Errorf("%s delivered %d times", ts, len(got[ts]))
-		}
-	}
-	if n := value(mx.EnvelopesAcked); n != 10 {
-		t.Errorf("acked %v, want 10", n)
-	}
-}
 
 // Frames that are not proper envelopes: acked when they carry an envelope
 // id, ignored otherwise; the socket survives and keeps delivering.
@@ -126,10 +71,9 @@ func TestManagerMalformedFrames(t *testing.T) {
 	if !slices.Equal(gotAcked, wantAcked) {
 		t.Errorf("acked %v, want %v", gotAcked, wantAcked)
 	}
-	select {
-	case msg := <-m.Events():
-		t.Errorf("junk became a message: %+v", msg)
-	case <-time.After(100 * time.Millisecond):
+	// Every frame with an id is acked, so every one was classified.
+	if got := recOf(m).recorded(); len(got) != 1 {
+		t.Errorf("junk became a message: %+v", got)
 	}
 	if n := sim.Connections(ws.AppID); n != 1 {
 		t.Errorf("%d sockets after junk", n)
@@ -139,67 +83,69 @@ func TestManagerMalformedFrames(t *testing.T) {
 	}
 }
 
-// Shutdown under load: every envelope Slack saw acked is in Events before
-// it closes (never ack-then-drop), and what was not acked is redelivered to
-// whoever connects next.
+// Shutdown under load, with slow storage: every envelope Slack saw acked
+// was recorded before its ack (never ack-then-lose), and what was not
+// taken stays unacked for whoever connects next.
 func TestManagerShutdownUnderLoadKeepsAcked(t *testing.T) {
 	t.Parallel()
 	sim, ws, src := oneWorkspace(t, slacksim.WithAckTimeout(time.Second))
-	m := NewManager(ManagerConfig{APIURL: sim.APIURL(), HTTPClient: simClient(t), Source: src.list, QueueSize: 64})
+	mx := metrics.New()
+	rec := newRecorder()
+	rec.slow(5 * time.Millisecond)
+	acks := watchAcks(sim, rec)
+	m := NewManager(ManagerConfig{APIURL: sim.APIURL(), HTTPClient: simClient(t), Source: src.list, Metrics: mx,
+		Recorder: rec, QueueSize: 4, Normalizers: 2})
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
 	waitFor(t, 5*time.Second, "sockets", func() bool { return sim.Connections(ws.AppID) == 2 })
 
 	var load sync.WaitGroup
 	stopLoad := make(chan struct{})
-	load.Go(func() {
-		for {
-			select {
-			case <-stopLoad:
-				return
-			default:
+	defer func() {
+		close(stopLoad)
+		load.Wait()
+	}()
+	for range 4 {
+		load.Go(func() {
+			for {
+				select {
+				case <-stopLoad:
+					return
+				default:
+				}
+				if _, err := sim.DM(ws.TeamID, ws.UserIDs[0], "load", ""); err != nil {
+					return
+				}
+				time.Sleep(100 * time.Microsecond)
 			}
-			if _, err := sim.DM(ws.TeamID, ws.UserIDs[0], "load", ""); err != nil {
-				return
-			}
-			time.Sleep(200 * time.Microsecond)
-		}
+		})
+	}
+	// Storage is slower than the load: the intake fills and some
+	// envelopes are left unacked while others are recorded and acked.
+	waitFor(t, 5*time.Second, "a full intake and some acks", func() bool {
+		return value(mx.GatewayQueueFull) > 0 && value(mx.EnvelopesAcked) >= 20
 	})
-	// A slow router: the queue (64) fills, so some envelopes wait unacked.
-	delivered := map[string]bool{}
-	deadline := time.After(300 * time.Millisecond)
-read:
-	for {
-		select {
-		case msg := <-m.Events():
-			delivered[msg.EventID] = true
-			time.Sleep(time.Millisecond)
-		case <-deadline:
-			break read
-		}
-	}
 	cancel()
-	for msg := range m.Events() {
-		delivered[msg.EventID] = true
-	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	close(stopLoad)
-	load.Wait()
-	acked := 0
+	acked, unacked := 0, 0
 	for _, st := range sim.Envelopes() {
 		if st.Acked.IsZero() {
+			unacked++
 			continue
 		}
 		acked++
-		if !delivered[st.EventID] {
-			t.Errorf("envelope %s (%s) acked but never delivered", st.EnvelopeID, st.EventID)
+		if rec.count(st.EventID) == 0 {
+			t.Errorf("envelope %s (%s) acked but never recorded", st.EnvelopeID, st.EventID)
 		}
 	}
-	t.Logf("%d envelopes acked, %d delivered, %d unacked at shutdown", acked, len(delivered), sim.Unacked())
-	if acked == 0 {
-		t.Error("nothing acked")
+	acks.check(t)
+	batches, _ := rec.calls()
+	t.Logf("%d envelopes acked, %d recorded in %d records, %d unacked at shutdown", acked, len(rec.recorded()), len(batches), unacked)
+	if acked == 0 || unacked == 0 {
+		t.Errorf("%d acked, %d unacked: want both under load", acked, unacked)
 	}
 }
