@@ -26,9 +26,10 @@ type Message struct {
 	ChannelType  ChannelType `json:"channel_type,omitempty"`
 	User         string      `json:"user"`
 	BotID        string      `json:"bot_id,omitempty"`
-	// BotUserID is the app's own bot user in this workspace (set by the
-	// router), so a worker can tell its own messages and mentions apart
-	// without asking Slack.
+	// BotUserID is the app's own bot user in this workspace (from the
+	// payload's authorizations at normalization, confirmed by the router),
+	// so a worker can tell its own messages and mentions apart without
+	// asking Slack.
 	BotUserID    string `json:"bot_user_id,omitempty"`
 	SubType      string `json:"subtype,omitempty"`
 	Text         string `json:"text"`

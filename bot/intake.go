@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/konstruct/konstruct"
@@ -41,11 +42,14 @@ type recordable struct {
 // arrived while the previous write was in flight shares the next one —
 // and acks each envelope once its record is durable.
 type intake struct {
-	m       *Manager
-	mu      sync.RWMutex // closed is set under mu, sends happen under RLock
-	closed  bool
-	inbox   chan inbound
-	commits chan recordable
+	m      *Manager
+	mu     sync.RWMutex // closed is set under mu, sends happen under RLock
+	closed bool
+	// abandoned is set when the drain timed out: what is left is not
+	// recorded any more (its sockets are closing; Slack redelivers it).
+	abandoned atomic.Bool
+	inbox     chan inbound
+	commits   chan recordable
 
 	classifiers sync.WaitGroup
 	committed   chan struct{}
@@ -72,22 +76,32 @@ func (in *intake) start() {
 	go in.commit()
 }
 
-// offer hands an envelope to the pipeline; false when it is full or
-// closing, and the envelope is left unacked.
-func (in *intake) offer(e inbound) bool {
+// offer hands an envelope to the pipeline. A refusal (full, or closing at
+// shutdown) leaves the envelope unacked for Slack to redeliver.
+func (in *intake) offer(e inbound) offerResult {
 	in.mu.RLock()
 	defer in.mu.RUnlock()
 	if in.closed {
-		return false
+		return offerClosing
 	}
 	select {
 	case in.inbox <- e:
-		in.m.cfg.Metrics.QueueDepth(len(in.inbox) + len(in.commits))
-		return true
+		in.depth()
+		return offerTaken
 	default:
-		return false
+		return offerFull
 	}
 }
+
+type offerResult int
+
+const (
+	offerTaken offerResult = iota
+	offerFull
+	offerClosing
+)
+
+func (in *intake) depth() { in.m.cfg.Metrics.QueueDepth(len(in.inbox) + len(in.commits)) }
 
 // drain takes no more envelopes and waits (up to d) until everything taken
 // is recorded and acked, or left unacked. The sockets stay open meanwhile,
@@ -104,6 +118,7 @@ func (in *intake) drain(d time.Duration) {
 	select {
 	case <-in.committed:
 	case <-t.C:
+		in.abandoned.Store(true)
 		in.m.log.Warn("intake drain timed out; what is left stays unacked for Slack to redeliver")
 	}
 }
@@ -121,7 +136,9 @@ func (in *intake) classify() {
 		switch {
 		case errors.As(err, &revoked):
 			m.revokeTeam(revoked)
+			// Acked before the reconcile that may close this socket.
 			e.s.ack(e.envelopeID, e.receivedAt)
+			m.Trigger()
 		case errors.Is(err, ErrNotMessage):
 			e.s.ack(e.envelopeID, e.receivedAt)
 		case err != nil:
@@ -131,7 +148,7 @@ func (in *intake) classify() {
 			msg.RetryAttempt = e.retry
 			if m.cfg.Ignore != nil {
 				if outcome, ignore := m.cfg.Ignore(msg); ignore {
-					m.cfg.Metrics.Route(outcome, 0)
+					m.cfg.Metrics.Prefiltered(outcome)
 					e.s.ack(e.envelopeID, e.receivedAt)
 					continue
 				}
@@ -141,8 +158,8 @@ func (in *intake) classify() {
 	}
 }
 
-// commit is the one committer: group commits in arrival order (the spool
-// replays in that order too).
+// commit is the one committer: group commits in the order the classifiers
+// hand them over (the spool replays in that order too).
 func (in *intake) commit() {
 	defer close(in.committed)
 	m := in.m
@@ -162,6 +179,9 @@ func (in *intake) commit() {
 				break gather
 			}
 		}
+		if in.abandoned.Load() {
+			continue // the drain timed out: left unacked, Slack redelivers
+		}
 		msgs = msgs[:0]
 		for _, r := range batch {
 			msgs = append(msgs, r.msg)
@@ -177,12 +197,13 @@ func (in *intake) commit() {
 		for _, r := range batch {
 			r.in.s.ack(r.in.envelopeID, r.in.receivedAt)
 		}
+		in.depth()
 	}
 }
 
 // revokeTeam marks a workspace revoked after Slack said the app lost it
-// (app_uninstalled, tokens_revoked), then reconciles: its sockets close when
-// no other workspace uses the app.
+// (app_uninstalled, tokens_revoked); the caller then triggers a reconcile:
+// the sockets close when no other workspace uses the app.
 func (m *Manager) revokeTeam(e *RevokedError) {
 	m.log.Warn("slack says the app lost a workspace; marking it revoked", "team_id", e.TeamID, "event", e.Reason)
 	if m.cfg.OnRevoked != nil {
@@ -190,7 +211,6 @@ func (m *Manager) revokeTeam(e *RevokedError) {
 		m.cfg.OnRevoked(ctx, e.TeamID)
 		cancel()
 	}
-	m.Trigger()
 }
 
 // logUnrecorded logs a failed record at most once a second.

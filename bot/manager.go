@@ -200,6 +200,7 @@ func (m *Manager) Run(ctx context.Context) error {
 				g.stop()
 			}
 			m.wg.Wait()
+			<-m.intake.committed // bounded by the last Record's timeout
 			m.setStates(nil)
 			m.log.Info("gateway stopped")
 			return nil

@@ -169,10 +169,14 @@ func (s *session) handle(buf *[]byte, now time.Time) {
 // losing it.
 func (s *session) deliver(h frameHead, buf *[]byte, receivedAt time.Time) {
 	m := s.g.m
-	if !m.intake.offer(inbound{s: s, envelopeID: h.EnvelopeID, buf: buf, payload: h.Payload, retry: h.RetryAttempt, receivedAt: receivedAt}) {
+	switch m.intake.offer(inbound{s: s, envelopeID: h.EnvelopeID, buf: buf, payload: h.Payload, retry: h.RetryAttempt, receivedAt: receivedAt}) {
+	case offerTaken:
+	case offerFull:
 		putFrameBuf(buf)
 		m.cfg.Metrics.QueueFull()
 		s.g.logFull(h.EnvelopeID)
+	case offerClosing:
+		putFrameBuf(buf) // shutting down: Slack redelivers it elsewhere
 	}
 }
 

@@ -1,6 +1,7 @@
 package llm
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,6 +37,10 @@ type Provider struct {
 	// sent as is. Otherwise a requested model not listed is replaced by the
 	// first listed one.
 	Models []string
+	// MaxConcurrency bounds the requests this provider serves at once,
+	// across every process of the install (through Config.Gate); 0 sets no
+	// bound.
+	MaxConcurrency int
 }
 
 // modelFor returns the model to ask this provider for.
@@ -84,6 +89,12 @@ type Config struct {
 	// OnAttempt, when set, is called after every attempt (for metrics). It
 	// runs on the caller's goroutine and must not block.
 	OnAttempt func(Attempt)
+	// Gate, when set, is asked for one of a provider's slots before each
+	// attempt on a provider with MaxConcurrency (queue.AcquireLLM: shared
+	// by every process, fair between tenants); the wait shows in
+	// Attempt.SlotWait. The first token's timeout starts once the slot is
+	// held.
+	Gate func(ctx context.Context, provider, tenant string, slots int) (release func(), err error)
 }
 
 // Validate reports every problem with c, as *konstruct.FieldError values
@@ -117,6 +128,9 @@ func (c Config) Validate() error {
 			if m == "" {
 				bad(field+".models", "lists an empty model name")
 			}
+		}
+		if p.MaxConcurrency < 0 {
+			bad(field+".max_concurrency", "must not be negative (0 = no bound)")
 		}
 	}
 	for field, d := range map[string]time.Duration{"timeouts.first_token": c.Timeouts.FirstToken, "timeouts.idle": c.Timeouts.Idle, "timeouts.total": c.Timeouts.Total} {

@@ -51,6 +51,9 @@ type Request struct {
 	Messages    []Message
 	MaxTokens   int // 0 leaves it to the server
 	Temperature *float64
+	// Tenant is whose request this is: slots of a provider with a bound
+	// are shared fairly between tenants (Config.Gate).
+	Tenant string
 	// Providers, when set, are the only providers the request may reach,
 	// in the order they are tried (a tenant's agent names them, so that an
 	// on-prem-only tenant never falls back to an external API). Empty means
@@ -80,6 +83,9 @@ type Attempt struct {
 	Err             error // nil when this attempt produced the answer
 	Status          int   // HTTP status when the server answered with an error
 	TTFT, Latency   time.Duration
+	// SlotWait is how long the attempt waited for one of the provider's
+	// slots (Config.Gate) before it started.
+	SlotWait time.Duration
 }
 
 // InterruptedError is the cause wrapped in the *konstruct.Error that Stream
@@ -231,9 +237,19 @@ func (c *Client) Stream(ctx context.Context, req Request, onDelta func(delta str
 			continue
 		}
 		for try := 0; ; try++ {
+			release, waited, err := c.slot(ctx, p, req.Tenant)
+			if err != nil {
+				res.Latency = time.Since(start)
+				if ctx.Err() != nil {
+					return res, contextError(ctx)
+				}
+				return res, &konstruct.Error{Code: konstruct.EUNAVAILABLE, Message: "No slot of the language model could be taken.", Err: err}
+			}
 			attemptStart := time.Now()
 			st := &streamState{}
 			att := c.attempt(ctx, p, params, onDelta, st)
+			release()
+			att.SlotWait = waited
 			res.Attempts = append(res.Attempts, att)
 			c.report(att)
 			last = att
@@ -276,6 +292,17 @@ func (c *Client) Stream(ctx context.Context, req Request, onDelta func(delta str
 	}
 	res.Latency = time.Since(start)
 	return res, finalError(last, len(res.Attempts))
+}
+
+// slot waits for one of p's slots when it has a bound; release gives it
+// back (a no-op without one).
+func (c *Client) slot(ctx context.Context, p *provider, tenant string) (release func(), waited time.Duration, err error) {
+	if c.cfg.Gate == nil || p.MaxConcurrency <= 0 {
+		return func() {}, 0, nil
+	}
+	start := time.Now()
+	release, err = c.cfg.Gate(ctx, p.name, tenant, p.MaxConcurrency)
+	return release, time.Since(start), err
 }
 
 // route returns the providers a request may use, in order: names (a

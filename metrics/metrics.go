@@ -42,6 +42,7 @@ type Metrics struct {
 	LLMTimeToFirstToken *prometheus.HistogramVec // by provider
 	LLMLatency          *prometheus.HistogramVec // by provider
 	LLMErrors           *prometheus.CounterVec   // by provider, code
+	LLMSlotWait         *prometheus.HistogramVec // by provider
 	Replies             *prometheus.CounterVec   // by outcome
 	ReplyLatency        prometheus.Histogram     // event → final answer
 
@@ -84,6 +85,7 @@ func New() *Metrics {
 
 		LLMTimeToFirstToken: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "konstruct_llm_time_to_first_token_seconds", Help: "LLM request → first token, by provider.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 14)}, []string{"provider"}),
 		LLMLatency:          prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "konstruct_llm_latency_seconds", Help: "LLM request → last token, by provider.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}, []string{"provider"}),
+		LLMSlotWait:         prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "konstruct_llm_slot_wait_seconds", Help: "Time an LLM request waited for one of its provider's slots (llm.providers[].max_concurrency), by provider.", Buckets: prometheus.ExponentialBuckets(0.001, 3, 12)}, []string{"provider"}),
 		LLMErrors:           prometheus.NewCounterVec(prometheus.CounterOpts{Name: "konstruct_llm_errors_total", Help: "Failed LLM attempts, by provider and error code."}, []string{"provider", "code"}),
 		Replies:             prometheus.NewCounterVec(prometheus.CounterOpts{Name: "konstruct_replies_total", Help: "Replies finished, by outcome."}, []string{"outcome"}),
 		ReplyLatency:        prometheus.NewHistogram(prometheus.HistogramOpts{Name: "konstruct_reply_latency_seconds", Help: "Event → final answer in the thread.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}),
@@ -94,7 +96,7 @@ func New() *Metrics {
 	}
 	r.MustRegister(m.EnvelopesReceived, m.EnvelopesAcked, m.AckErrors, m.AckLatency, m.GatewayQueueFull, m.GatewayQueueDepth,
 		m.SocketsConnected, m.Reconnects, m.IntakeRecorded, m.IntakeRecordFailed, m.SpoolRecords, m.IntakeRouteRetries, m.RouteOutcomes, m.RouteLatency, m.Enqueued, m.QueueLatency, m.QueueSize, m.TasksDeferred,
-		m.LLMTimeToFirstToken, m.LLMLatency, m.LLMErrors, m.Replies, m.ReplyLatency, m.SlackCalls, m.SlackRateLimits, m.SlackErrors)
+		m.LLMTimeToFirstToken, m.LLMLatency, m.LLMErrors, m.LLMSlotWait, m.Replies, m.ReplyLatency, m.SlackCalls, m.SlackRateLimits, m.SlackErrors)
 	m.Ops = newOps(r)
 	return m
 }
@@ -124,6 +126,14 @@ func (m *Metrics) Ack(d time.Duration, err error) {
 	m.AckLatency.Observe(d.Seconds())
 }
 
+// Prefiltered counts a message the gateway dropped on what its payload
+// shows (no routing happened: no latency is observed).
+func (m *Metrics) Prefiltered(outcome string) {
+	if m != nil {
+		m.RouteOutcomes.WithLabelValues(outcome).Inc()
+	}
+}
+
 // Route counts a router decision and how long it took.
 func (m *Metrics) Route(outcome string, d time.Duration) {
 	if m != nil {
@@ -147,9 +157,12 @@ func (m *Metrics) SlackCall(method string, err error, rateLimited bool) {
 }
 
 // LLMAttempt records one attempt at a provider.
-func (m *Metrics) LLMAttempt(provider, code string, ttft, latency time.Duration) {
+func (m *Metrics) LLMAttempt(provider, code string, ttft, latency, slotWait time.Duration) {
 	if m == nil {
 		return
+	}
+	if slotWait > 0 {
+		m.LLMSlotWait.WithLabelValues(provider).Observe(slotWait.Seconds())
 	}
 	if code != "" {
 		m.LLMErrors.WithLabelValues(provider, code).Inc()

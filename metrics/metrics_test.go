@@ -20,7 +20,7 @@ func TestNilIsSafe(t *testing.T) {
 	m.Ack(time.Millisecond, nil)
 	m.Route("enqueued", time.Millisecond)
 	m.SlackCall("chat.update", nil, true)
-	m.LLMAttempt("local", "", time.Millisecond, time.Second)
+	m.LLMAttempt("local", "", time.Millisecond, time.Second, 0)
 	m.Reply("answered", time.Second)
 	m.Deferred()
 }
@@ -34,7 +34,7 @@ func TestExposition(t *testing.T) {
 	m.Route("duplicate", time.Millisecond)
 	m.SlackCall("chat.update", errors.New("429"), true)
 	m.SlackCall("chat.postMessage", errors.New("channel_not_found"), false)
-	m.LLMAttempt("local", "timeout", 0, 0)
+	m.LLMAttempt("local", "timeout", 0, 0, 0)
 	m.Reply("answered", 2*time.Second)
 
 	srv := httptest.NewServer(m.Handler())

@@ -24,6 +24,15 @@ import (
 //	… same …:lock                        string  worker, janitor    worker, janitor LockTTL (45 s), extended while held
 //	{p}replies:inflight                  zset    router, worker     janitor         none; members leave when done
 //	{p}intake                            stream  gateway (record)   router (group)  none; entries deleted once routed
+//	{p}{t}:task:{team}:{channel}:{ts}    string  router (Enqueue)   router          TaskRetention (24 h): one reply task per post
+//	{p}fair:ring                         list    Enqueue, dispatch  dispatch        none (tenants with waiting jobs)
+//	{p}fair:wait:{t}                     list    Enqueue            dispatch        none (a tenant's waiting posts)
+//	{p}fair:jobs                         hash    Enqueue            dispatch        none; a post leaves when its task ends
+//	{p}fair:admitted / fair:run          zset / hash dispatch, Serve dispatch       none; entries leave when tasks end (or after 2 × TaskTimeout)
+//	{p}fair:workers                      hash    Serve (each 5 s)   dispatch        15 s per entry (checked by dispatch)
+//	{p}fair:kick                         list    Enqueue            dispatch        one element at most
+//	{p}llm:{provider}:held               zset    worker (AcquireLLM) worker          30 s lease per slot, renewed while held
+//	{p}llm:{provider}:wait               zset    worker (AcquireLLM) worker          2 s per waiting tenant, refreshed while it waits
 //	{p}slack:{method}:{team}[:{channel}] string  router, worker     the same        ≤ a burst's time (GCRA, TakeSlack)
 //	{p}slackpause:{method}:{team}        string  router, worker     the same        Slack's Retry-After (PauseSlack)
 //	asynq:{{p}replies}:…                 asynq   Enqueue, Serve     Serve, Inspect  asynq's own (tasks kept TaskRetention)
@@ -65,6 +74,20 @@ func (k keys) slackBudget(method, scope string) string {
 func (k keys) slackPause(method, teamID string) string {
 	return k.prefix + "slackpause:" + method + ":" + teamID
 }
+
+func (k keys) task(p konstruct.Post) string { return k.tenant(p.TenantID, "task") + postSuffix(p) }
+func (k keys) fairRing() string             { return k.prefix + "fair:ring" }
+func (k keys) fairWaitPrefix() string       { return k.prefix + "fair:wait:" }
+func (k keys) fairWait(tenantID string) string {
+	return k.fairWaitPrefix() + tenantID
+}
+func (k keys) fairJobs() string               { return k.prefix + "fair:jobs" }
+func (k keys) fairAdmitted() string           { return k.prefix + "fair:admitted" }
+func (k keys) fairRun() string                { return k.prefix + "fair:run" }
+func (k keys) fairWorkers() string            { return k.prefix + "fair:workers" }
+func (k keys) fairKick() string               { return k.prefix + "fair:kick" }
+func (k keys) llmHeld(provider string) string { return k.prefix + "llm:" + provider + ":held" }
+func (k keys) llmWait(provider string) string { return k.prefix + "llm:" + provider + ":wait" }
 
 // Queue is the asynq queue of reply tasks.
 func (k keys) queue() string { return k.prefix + "replies" }

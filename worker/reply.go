@@ -222,7 +222,7 @@ func (r *reply) generate(ctx context.Context) error {
 
 	s := w.newStreamer(ctx, r)
 	limit := w.cfg.MaxAnswerMessages * w.cfg.PartChars // characters
-	res, err := w.deps.LLM.Stream(ctx, llm.Request{Model: agent.Model, Providers: agent.Providers, Messages: msgs, MaxTokens: w.cfg.MaxAnswerTokens},
+	res, err := w.deps.LLM.Stream(ctx, llm.Request{Model: agent.Model, Tenant: m.TenantID, Providers: agent.Providers, Messages: msgs, MaxTokens: w.cfg.MaxAnswerTokens},
 		func(d string) error {
 			if s.add(d) > limit {
 				return errTooLong

@@ -217,8 +217,9 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 		lcfg := cfg.LLMConfig()
 		lcfg.HTTPClient, lcfg.Logger = d.hooks.HTTPClient, logger
 		lcfg.OnAttempt = func(at llm.Attempt) {
-			d.metrics.LLMAttempt(at.Provider, konstruct.ErrorCode(at.Err), at.TTFT, at.Latency)
+			d.metrics.LLMAttempt(at.Provider, konstruct.ErrorCode(at.Err), at.TTFT, at.Latency, at.SlotWait)
 		}
+		lcfg.Gate = d.queue.AcquireLLM
 		client, err := llm.New(lcfg)
 		if err != nil {
 			return nil, err

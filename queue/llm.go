@@ -1,0 +1,100 @@
+package queue
+
+import (
+	"context"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// LLM slots: a provider's max_concurrency is shared by every process of
+// the install, and shared fairly between the tenants that want it now. A
+// tenant may take a free slot when it holds less than its share (the slots
+// divided among the tenants holding or waiting) and no waiting tenant holds
+// fewer: when a slot frees while two tenants flood and a third asks, the
+// third gets it.
+//
+// Keys (keys.go): {p}llm:{provider}:held (tenant|holder → lease end) and
+// {p}llm:{provider}:wait (tenant → last seen waiting).
+
+// slotScript tries to take a slot. KEYS: held, wait. ARGV: now ms, tenant,
+// holder id, slots, lease ms. It returns 1 when taken.
+var slotScript = redis.NewScript(`
+local now = tonumber(ARGV[1])
+local tenant, slots = ARGV[2], tonumber(ARGV[4])
+redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", now)
+redis.call("ZREMRANGEBYSCORE", KEYS[2], "-inf", now)
+redis.call("ZADD", KEYS[2], now + 2000, tenant)
+local held = redis.call("ZRANGE", KEYS[1], 0, -1)
+if #held >= slots then return 0 end
+local count, busy = {}, 0
+for _, m in ipairs(held) do
+  local t = string.match(m, "^([^|]*)|")
+  if count[t] == nil then count[t] = 0; busy = busy + 1 end
+  count[t] = count[t] + 1
+end
+local mine = count[tenant] or 0
+for _, t in ipairs(redis.call("ZRANGE", KEYS[2], 0, -1)) do
+  if count[t] == nil then count[t] = 0; busy = busy + 1 end
+  if t ~= tenant and count[t] < mine then return 0 end
+end
+if mine >= math.max(1, math.floor(slots / busy)) then return 0 end
+redis.call("ZADD", KEYS[1], now + tonumber(ARGV[5]), tenant .. "|" .. ARGV[3])
+return 1`)
+
+// slotLease is how long a slot stays held without renewal (a process that
+// died gives its slots back after it).
+const slotLease = 30 * time.Second
+
+// AcquireLLM waits for one of a provider's slots (slots in all, shared by
+// every process) for a tenant, fairly, until ctx ends. release gives it
+// back; the slot is renewed while held.
+func (q *Queue) AcquireLLM(ctx context.Context, provider, tenant string, slots int) (release func(), err error) {
+	held, wait := q.keys.llmHeld(provider), q.keys.llmWait(provider)
+	holder := strconv.FormatUint(rand.Uint64(), 36)
+	for {
+		n, err := slotScript.Run(ctx, q.rdb, []string{held, wait},
+			q.cfg.Now().UnixMilli(), tenant, holder, slots, slotLease.Milliseconds()).Int()
+		if err != nil {
+			return nil, unavailable("llm slot", err)
+		}
+		if n == 1 {
+			break
+		}
+		// Poll: a release frees a slot for whoever asks next and may.
+		t := time.NewTimer(50*time.Millisecond + rand.N(50*time.Millisecond))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+	member := tenant + "|" + holder
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(slotLease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_ = q.rdb.ZAddXX(rctx, held, redis.Z{Score: float64(q.cfg.Now().Add(slotLease).UnixMilli()), Member: member}).Err()
+				cancel()
+			}
+		}
+	}()
+	return func() {
+		close(stop)
+		<-done
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = q.rdb.ZRem(rctx, held, member).Err()
+	}, nil
+}
