@@ -150,10 +150,11 @@ func Deferred(err error) (time.Duration, bool) {
 var tokenPattern = regexp.MustCompile(`\bx(?:oxb|oxp|oxa|oxe|oxr|app)-[A-Za-z0-9-]+`)
 
 // Redact replaces anything that looks like a Slack token (xoxb-, xoxp-,
-// xapp-, …) with a short marker that keeps only the prefix. Use it on every
-// string that could be printed or logged and might carry a token.
+// xapp-, …) with a short marker that keeps only the prefix, and the
+// credentials of URLs and connection strings (redact.go). Use it on every
+// string that could be printed or logged and might carry a secret.
 func Redact(s string) string {
-	return tokenPattern.ReplaceAllStringFunc(s, func(tok string) string {
+	s = tokenPattern.ReplaceAllStringFunc(s, func(tok string) string {
 		for i := 0; i < len(tok); i++ {
 			if tok[i] == '-' {
 				return tok[:i+1] + "[REDACTED]"
@@ -161,4 +162,5 @@ func Redact(s string) string {
 		}
 		return "[REDACTED]"
 	})
+	return redactCredentials(s)
 }

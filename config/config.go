@@ -32,10 +32,13 @@ import (
 
 // Provider is one OpenAI-compatible endpoint in llm.providers.
 type Provider struct {
-	Name    string   `mapstructure:"name"`
-	BaseURL string   `mapstructure:"base_url"`
-	APIKey  string   `mapstructure:"api_key"`
-	Models  []string `mapstructure:"models"`
+	Name    string `mapstructure:"name"`
+	BaseURL string `mapstructure:"base_url"`
+	// APIKey is the key itself; APIKeyFile names a file holding it, and
+	// KONSTRUCT_LLM_PROVIDERS_<NAME>_API_KEY beats both (secrets.go).
+	APIKey     string   `mapstructure:"api_key"`
+	APIKeyFile string   `mapstructure:"api_key_file"`
+	Models     []string `mapstructure:"models"`
 }
 
 // RateLimit is one entry of slack.rate_limits.
@@ -66,10 +69,13 @@ type Config struct {
 		RateLimits []RateLimit `mapstructure:"rate_limits"`
 	} `mapstructure:"slack"`
 	LLM struct {
-		BaseURL   string     `mapstructure:"base_url"`
-		APIKey    string     `mapstructure:"api_key"`
-		Model     string     `mapstructure:"model"`
-		Providers []Provider `mapstructure:"providers"`
+		BaseURL string `mapstructure:"base_url"`
+		APIKey  string `mapstructure:"api_key"`
+		// APIKeyFile names a file holding the single provider's key
+		// (llm.api_key_file, KONSTRUCT_LLM_API_KEY_FILE), read at load.
+		APIKeyFile string     `mapstructure:"api_key_file"`
+		Model      string     `mapstructure:"model"`
+		Providers  []Provider `mapstructure:"providers"`
 		Timeouts  struct {
 			FirstToken time.Duration `mapstructure:"first_token"`
 			Idle       time.Duration `mapstructure:"idle"`
@@ -116,6 +122,10 @@ type Config struct {
 
 	// File is the config file that was read, "" if none.
 	File string `mapstructure:"-"`
+	// keyErrs are the API key files that could not be read (secrets.go),
+	// reported by Validate(NeedLLM) only: a command that needs no LLM
+	// does not fail over them.
+	keyErrs []error
 	// Unknown lists the keys of the file that no setting has (typos such as
 	// llm.modle), for the caller to warn about.
 	Unknown []string `mapstructure:"-"`
@@ -132,6 +142,7 @@ var defaults = map[string]any{
 	"slack.connections_per_workspace": 2,
 	"llm.base_url":                    "http://127.0.0.1:11434/v1/",
 	"llm.api_key":                     "",
+	"llm.api_key_file":                "",
 	"llm.model":                       "",
 	"llm.timeouts.first_token":        shortDuration(llm.DefaultFirstTokenTimeout),
 	"llm.timeouts.idle":               shortDuration(llm.DefaultIdleTimeout),
@@ -224,6 +235,9 @@ func Load(opts Options) (*Config, error) {
 			}
 			return nil, fmt.Errorf("config file %s: %w", path, err)
 		}
+		if err := checkPrivate(v, path); err != nil {
+			return nil, err
+		}
 	}
 
 	// Environment, then flags, as explicit overrides: viper's own
@@ -255,6 +269,7 @@ func Load(opts Options) (*Config, error) {
 	}
 	cfg.File = path
 	cfg.Unknown = unknownKeys(v)
+	cfg.resolveAPIKeys(getenv)
 	if cfg.Database.MigrateURL == "" {
 		cfg.Database.MigrateURL = cfg.Database.URL
 	}
@@ -425,6 +440,7 @@ func (c *Config) Validate(parts ...Part) error {
 			if c.LLM.Model == "" {
 				bad("llm.model", "is required: the model used when an agent names none (e.g. llama3.1:8b)")
 			}
+			errs = append(errs, c.keyErrs...)
 			errs = append(errs, keyed(c.LLMConfig().Validate(), func(field string) string {
 				if len(c.LLM.Providers) == 0 && strings.HasPrefix(field, "providers[0].") {
 					return "llm." + strings.TrimPrefix(field, "providers[0].")
@@ -586,15 +602,13 @@ func checkURL(raw string, schemes ...string) error {
 	for _, s := range schemes {
 		if u.Scheme == s {
 			if u.Host == "" && s != "unix" {
-				return fmt.Errorf("must name a host, got %q", redactURL(u))
+				return fmt.Errorf("must name a host, got %q", konstruct.Redact(raw))
 			}
 			return nil
 		}
 	}
-	return fmt.Errorf("must be a %s:// URL, got %q", schemes[0], redactURL(u))
+	return fmt.Errorf("must be a %s:// URL, got %q", schemes[0], konstruct.Redact(raw))
 }
-
-func redactURL(u *url.URL) string { return u.Redacted() }
 
 func checkKey(k string) error {
 	b, err := base64.StdEncoding.DecodeString(k)

@@ -50,3 +50,40 @@ func TestAgentSetProviders(t *testing.T) {
 		t.Fatalf("a refused set changed the providers to %q", ag.Providers)
 	}
 }
+
+// Passwords in URLs never reach what the CLI prints: a malformed
+// database.url in a config error, keyword-style connection strings and an
+// llm base_url with user:password in doctor's table.
+func TestCredentialsNotPrinted(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	r := cli(t, e.with("KONSTRUCT_DATABASE_URL", "postgres:/konstruct_app:hunter2@127.0.0.1/konstruct"), "tenant", "list")
+	if r.err == nil || strings.Contains(r.line()+r.stderr+r.stdout, "hunter2") {
+		t.Errorf("malformed database.url: %q / %q", r.line(), r.stderr)
+	}
+	r = cli(t, e.with(
+		"KONSTRUCT_DATABASE_URL", "host=127.0.0.1 port=1 user=konstruct_app password=hunter2 dbname=konstruct connect_timeout=2",
+		"KONSTRUCT_LLM_BASE_URL", "http://llmuser:sekrit@127.0.0.1:1/v1/",
+	), "doctor")
+	out := r.stdout + r.stderr + r.line()
+	for _, secret := range []string{"hunter2", "sekrit"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("doctor printed %q:\n%s", secret, out)
+		}
+	}
+	if !strings.Contains(out, "llmuser:[REDACTED]@127.0.0.1:1") {
+		t.Errorf("doctor does not show which LLM URL failed:\n%s", out)
+	}
+}
+
+// A config file holding secrets that others can read is refused with the fix.
+func TestConfigFileWithSecretsRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	file := writeConfig(t, "secret_key: "+e.key+"\n", 0o644)
+	failCLI(t, e.with("KONSTRUCT_CONFIG", file), []string{"chmod 600 " + file, "secret_key"}, "tenant", "list")
+	if err := os.Chmod(file, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustCLI(t, e.with("KONSTRUCT_CONFIG", file), "tenant", "list")
+}
