@@ -11,7 +11,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"regexp"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -60,8 +64,38 @@ func newDemoCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-func (a *app) demo(cmd *cobra.Command, o demoOptions) error {
-	ctx := cmd.Context()
+// Every demo's database, roles and Redis keys are named after it, so that
+// a later demo can remove what a killed one left behind.
+const (
+	demoDBPrefix = "konstruct_demo_"
+	demoRedisKey = "demo:" // + the same 8 hex digits + ":"
+)
+
+var demoRedisPrefix = regexp.MustCompile(`^demo:[0-9a-f]{8}:`)
+
+func (a *app) demo(cmd *cobra.Command, o demoOptions) (err error) {
+	// A closed pipe (`konstruct demo | head`) ends the demo like /quit,
+	// with its cleanup, instead of killing the process mid-way.
+	ctx, cancel := context.WithCancel(cmd.Context())
+	defer cancel()
+	sigpipe := make(chan os.Signal, 1)
+	signal.Notify(sigpipe, syscall.SIGPIPE)
+	defer signal.Stop(sigpipe)
+	var piped atomic.Bool
+	go func() {
+		select {
+		case <-sigpipe:
+			piped.Store(true)
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	defer func() {
+		if piped.Load() {
+			err = nil // nobody reads the output any more: not a failure
+		}
+	}()
+
 	cfg, err := config.Load(config.Options{Path: a.configPath, Getenv: a.getenv, Flags: cmd.Flags()})
 	if err != nil {
 		return err
@@ -86,9 +120,16 @@ func (a *app) demo(cmd *cobra.Command, o demoOptions) error {
 	channel := ws.GeneralChannelID
 	say("Slack emulator at %s (team %s, #general)", sim.URL(), ws.TeamID)
 
-	// 2. A private database with an owner and a non-superuser runtime role.
+	// 2. A private database with an owner and a non-superuser runtime
+	// role, named and held for this run; first, what killed demos left.
 	suffix := randomHex(4)
-	db, err := store.Provision(ctx, o.adminURL, "konstruct_demo_"+suffix)
+	release, err := store.HoldScratch(ctx, o.adminURL, demoDBPrefix+suffix)
+	if err != nil {
+		return fmt.Errorf("demo: create the demo database (is PostgreSQL running? `make services`): %w", err)
+	}
+	defer release()
+	a.reapDemos(ctx, cmp.Or(o.redisURL, cfg.Redis.URL), o.adminURL, say)
+	db, err := store.Provision(ctx, o.adminURL, demoDBPrefix+suffix)
 	if err != nil {
 		return fmt.Errorf("demo: create the demo database (is PostgreSQL running? `make services`): %w", err)
 	}
@@ -130,7 +171,7 @@ func (a *app) demo(cmd *cobra.Command, o demoOptions) error {
 	if o.redisURL != "" {
 		cfg.Redis.URL = o.redisURL
 	}
-	cfg.Redis.Prefix = "demo:" + suffix + ":"
+	cfg.Redis.Prefix = demoRedisKey + suffix + ":"
 	cfg.Slack.APIURL = sim.APIURL()
 	cfg.SecretKey = base64.StdEncoding.EncodeToString(randomBytes(32))
 	cfg.SecretKeyPrevious = nil
@@ -204,7 +245,15 @@ func (a *app) demo(cmd *cobra.Command, o demoOptions) error {
 		timeout = cfg.LLM.Timeouts.Total + 10*time.Second
 	}
 	chat := &demoChat{a: a, sim: sim, team: ws.TeamID, channel: channel, user: o.user, agent: agent.Name, out: out, timeout: timeout}
-	chatErr := chat.run(ctx, a.stdin)
+	// The chat reads the terminal: a signal or a closed pipe must not
+	// wait for the next line typed to clean up.
+	chatDone := make(chan error, 1)
+	go func() { chatDone <- chat.run(ctx, a.stdin) }()
+	var chatErr error
+	select {
+	case chatErr = <-chatDone:
+	case <-ctx.Done():
+	}
 
 	stopDaemon()
 	if err := <-daemonDone; err != nil && !errors.Is(err, context.Canceled) {
@@ -212,6 +261,37 @@ func (a *app) demo(cmd *cobra.Command, o demoOptions) error {
 	}
 	say("bye: the demo database and Redis keys are removed")
 	return chatErr
+}
+
+// reapDemos removes the databases, roles and Redis keys of earlier demos
+// that were killed before they could clean up (SIGKILL, a closed pipe),
+// leaving those of demos still running, and says what it removed; what it
+// cannot remove, it names.
+func (a *app) reapDemos(ctx context.Context, redisURL, adminURL string, say func(string, ...any)) {
+	var also []string
+	if q, err := queue.Open(queue.Config{URL: redisURL}); err == nil {
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		prefixes, err := q.ListPrefixes(lctx, demoRedisPrefix)
+		cancel()
+		_ = q.Close()
+		if err == nil {
+			for _, p := range prefixes {
+				also = append(also, demoDBPrefix+strings.TrimSuffix(strings.TrimPrefix(p, demoRedisKey), ":"))
+			}
+		}
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	removed, _, err := store.ReapScratch(rctx, adminURL, demoDBPrefix, also, func(ctx context.Context, name string) error {
+		return deleteRedisPrefix(ctx, redisURL, demoRedisKey+strings.TrimPrefix(name, demoDBPrefix)+":")
+	})
+	if len(removed) > 0 {
+		say("removed what %d earlier demo(s) left behind (database, roles, Redis keys): %s", len(removed), strings.Join(removed, ", "))
+	}
+	if err != nil {
+		say("could not remove what earlier demos left behind (%s): databases and roles %s*, Redis keys %s<hex>:*",
+			errorLine(err), demoDBPrefix, demoRedisKey)
+	}
 }
 
 // probeLLM asks the configured endpoint for a one-token completion.
