@@ -78,6 +78,9 @@ func TestRekeyBindsUnboundTokens(t *testing.T) {
 	if err != nil || len(ws) != 1 || ws[0].BotToken != "xoxb-old" || ws[0].AppToken != "xapp-old" {
 		t.Fatalf("an unbound row before rekey: %+v, %v", ws, err)
 	}
+	if teams, err := st.UnboundTokens(ctx); err != nil || len(teams) != 1 || teams[0] != "T1" {
+		t.Fatalf("UnboundTokens before rekey = %q, %v", teams, err)
+	}
 	if n, err := st.RekeyWorkspaces(ctx); err != nil || n != 1 {
 		t.Fatalf("rekey = %d, %v; want the unbound row re-sealed", n, err)
 	}
@@ -93,6 +96,9 @@ func TestRekeyBindsUnboundTokens(t *testing.T) {
 	}
 	if n, err := st.RekeyWorkspaces(ctx); err != nil || n != 0 {
 		t.Fatalf("second rekey = %d, %v", n, err)
+	}
+	if teams, err := st.UnboundTokens(ctx); err != nil || len(teams) != 0 {
+		t.Fatalf("UnboundTokens after rekey = %q, %v", teams, err)
 	}
 }
 

@@ -208,6 +208,25 @@ func (s *Store) ActiveWorkspaces(ctx context.Context) ([]konstruct.Workspace, er
 	return ws, nil
 }
 
+// UnboundTokens lists the active workspaces whose tokens were sealed
+// before ciphertexts were bound to their row (a bare key id): they still
+// open, and `konstruct workspace rekey` binds them (doctor points there).
+func (s *Store) UnboundTokens(ctx context.Context) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT team_id, key_id FROM konstruct_active_workspaces()`)
+	if err != nil {
+		return nil, wrap(err, "unbound tokens")
+	}
+	var teams []string
+	var team, ref string
+	_, err = pgx.ForEachRow(rows, []any{&team, &ref}, func() error {
+		if _, bound := secret.ParseKeyRef(ref); !bound {
+			teams = append(teams, team)
+		}
+		return nil
+	})
+	return teams, wrap(err, "unbound tokens")
+}
+
 func (s *Store) openError(teamID, keyRef string, err error) error {
 	keyID, _ := secret.ParseKeyRef(keyRef)
 	msg := fmt.Sprintf("cannot decrypt the tokens of workspace %s", teamID)

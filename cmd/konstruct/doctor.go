@@ -216,6 +216,10 @@ func (a *app) doctor(cmd *cobra.Command, envPath string) []check {
 		case len(ws) == 0:
 			add(check{Name: "workspaces", OK: true, Detail: "none active yet (add one with `konstruct workspace add`)"})
 		}
+		if teams, err := st.UnboundTokens(ctx); err == nil && len(teams) > 0 {
+			add(check{Name: "token binding", Detail: fmt.Sprintf("the tokens of %d workspace(s) (%s) were stored before tokens were bound to their row",
+				len(teams), strings.Join(teams, ", ")), Fix: "run `konstruct workspace rekey` once (SECURITY.md, \"What is encrypted\")"})
+		}
 		for _, w := range ws {
 			name := "workspace " + w.TeamID
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)

@@ -2,6 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/base64"
 	"os"
 	"path/filepath"
 	"slices"
@@ -9,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/konstruct/konstruct/internal/testenv"
+	"github.com/konstruct/konstruct/slacksim"
 )
 
 // writeConfig writes a config file with mode perm and returns its path.
@@ -86,4 +91,49 @@ func TestConfigFileWithSecretsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustCLI(t, e.with("KONSTRUCT_CONFIG", file), "tenant", "list")
+}
+
+// Tokens stored before they were bound to their row still work, doctor says
+// so, and workspace rekey binds them (and doctor is satisfied).
+func TestDoctorAndRekeyBindOldTokens(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	mustCLI(t, e.vars, "tenant", "create", "--name", "Umbrella", "--slug", "umb")
+	ws := e.sim.AddWorkspace(slacksim.WorkspaceSpec{})
+	add := e.with("SLACK_APP_TOKEN", ws.AppToken, "SLACK_BOT_TOKEN", ws.BotToken)
+	mustCLI(t, add, "workspace", "add", "--tenant", "umb")
+
+	// The row as the previous release stored it: no associated data, a bare key id.
+	raw, err := base64.StdEncoding.DecodeString(e.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := aes.NewCipher(raw)
+	gcm, _ := cipher.NewGCM(block)
+	seal := func(s string) []byte {
+		nonce := make([]byte, gcm.NonceSize())
+		_, _ = rand.Read(nonce)
+		return gcm.Seal(nonce, nonce, []byte(s), nil)
+	}
+	rows := adminQuery(t, e.pg.AdminURL, `UPDATE workspaces SET app_token_enc = $1, bot_token_enc = $2, key_id = split_part(key_id, ':', 2)
+		WHERE team_id = $3 RETURNING key_id`, seal(ws.AppToken), seal(ws.BotToken), ws.TeamID)
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	out := cli(t, e.vars, "doctor").stdout
+	if !strings.Contains(out, "token binding") || !strings.Contains(out, ws.TeamID) || !strings.Contains(out, "konstruct workspace rekey") {
+		t.Errorf("doctor does not point at the unbound tokens:\n%s", out)
+	}
+	if !strings.Contains(out, "workspace "+ws.TeamID+"  PASS") && !strings.Contains(out, "bot and app tokens accepted") {
+		t.Errorf("the unbound tokens no longer work:\n%s", out)
+	}
+	mustCLI(t, e.vars, "workspace", "rekey")
+	if n := adminCount(t, e.pg.AdminURL, `SELECT count(*) FROM workspaces WHERE key_id LIKE 'v2:%'`); n != 1 {
+		t.Fatalf("%d bound rows after rekey", n)
+	}
+	if out := cli(t, e.vars, "doctor").stdout; strings.Contains(out, "token binding") || !strings.Contains(out, "bot and app tokens accepted") {
+		t.Errorf("after rekey:\n%s", out)
+	}
 }
