@@ -76,7 +76,7 @@ type Config struct {
 		APIKeyFile string     `mapstructure:"api_key_file"`
 		Model      string     `mapstructure:"model"`
 		Providers  []Provider `mapstructure:"providers"`
-		Timeouts  struct {
+		Timeouts   struct {
 			FirstToken time.Duration `mapstructure:"first_token"`
 			Idle       time.Duration `mapstructure:"idle"`
 			Total      time.Duration `mapstructure:"total"`
