@@ -219,7 +219,8 @@ func (q *Queue) dispatcher(ctx context.Context, concurrency int) {
 		}
 		// Wait for an enqueue (or a finished task: poll) without holding a
 		// connection longer than needed.
-		err = q.rdb.BLPop(ctx, 250*time.Millisecond, q.keys.fairKick()).Err()
+		// BLPOP with a fractional timeout (go-redis' BLPop rounds to 1 s).
+		err = q.rdb.Do(ctx, "BLPOP", q.keys.fairKick(), "0.25").Err()
 		if err != nil && !errors.Is(err, redis.Nil) && ctx.Err() == nil {
 			sleepCtx(ctx, 250*time.Millisecond)
 		}

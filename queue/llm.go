@@ -98,3 +98,13 @@ func (q *Queue) AcquireLLM(ctx context.Context, provider, tenant string, slots i
 		_ = q.rdb.ZRem(rctx, held, member).Err()
 	}, nil
 }
+
+// LLMWaiting lists the tenants waiting now for one of a provider's slots.
+func (q *Queue) LLMWaiting(ctx context.Context, provider string) ([]string, error) {
+	ts, err := q.rdb.ZRangeByScore(ctx, q.keys.llmWait(provider), &redis.ZRangeBy{
+		Min: strconv.FormatInt(q.cfg.Now().UnixMilli(), 10), Max: "+inf"}).Result()
+	if err != nil {
+		return nil, unavailable("llm waiting", err)
+	}
+	return ts, nil
+}

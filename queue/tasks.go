@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,8 +26,10 @@ const (
 	TaskTimeout = 10 * time.Minute
 )
 
-// Enqueue queues the reply job of a post. A post that already has a task
-// (a twin, a retry, another daemon) gives an ECONFLICT error.
+// Enqueue queues the reply job of a post: it waits in its tenant's list
+// until the dispatcher admits it into the task queue (fair.go). A post that
+// already has a job (a twin, a retry, another daemon) gives an ECONFLICT
+// error.
 func (q *Queue) Enqueue(ctx context.Context, job konstruct.ReplyJob) error {
 	post := job.Message.Post()
 	if !post.Valid() {
@@ -36,20 +39,7 @@ func (q *Queue) Enqueue(ctx context.Context, job konstruct.ReplyJob) error {
 	if err != nil {
 		return fmt.Errorf("encode reply job: %w", err)
 	}
-	_, err = q.client.EnqueueContext(ctx, asynq.NewTask(konstruct.TaskReplyGenerate, payload),
-		asynq.TaskID(taskID(post)),
-		asynq.Queue(q.keys.queue()),
-		asynq.MaxRetry(TaskMaxRetry),
-		asynq.Retention(TaskRetention),
-		asynq.Timeout(TaskTimeout),
-	)
-	switch {
-	case errors.Is(err, asynq.ErrTaskIDConflict) || errors.Is(err, asynq.ErrDuplicateTask):
-		return konstruct.Errorf(konstruct.ECONFLICT, "the post already has a reply task")
-	case err != nil:
-		return unavailable("enqueue reply", err)
-	}
-	return nil
+	return q.enqueueFair(ctx, post, payload)
 }
 
 // Serve runs the reply tasks with h, concurrency at a time, until ctx
@@ -94,7 +84,15 @@ func (q *Queue) Serve(ctx context.Context, concurrency int, h func(context.Conte
 		d.Retry, _ = asynq.GetRetryCount(ctx)
 		d.MaxRetry, _ = asynq.GetMaxRetry(ctx)
 		err := h(ctx, job, d)
-		if errors.Is(err, konstruct.ErrNoRetry) {
+		_, deferred := konstruct.Deferred(err)
+		noRetry := errors.Is(err, konstruct.ErrNoRetry)
+		if err == nil || noRetry || (!deferred && ctx.Err() == nil && d.LastTry()) {
+			// The task ends here: its room goes back to the dispatcher.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			q.finish(fctx, job.Message.Post())
+			cancel()
+		}
+		if noRetry {
 			return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 		}
 		return err
@@ -102,7 +100,10 @@ func (q *Queue) Serve(ctx context.Context, concurrency int, h func(context.Conte
 	if err := srv.Start(mux); err != nil {
 		return fmt.Errorf("start reply queue: %w", err)
 	}
+	dispatched := make(chan struct{})
+	go func() { defer close(dispatched); q.dispatcher(ctx, concurrency) }()
 	<-ctx.Done()
+	<-dispatched
 	srv.Shutdown()
 	// asynq cancels the context of the tasks it handed back but does not
 	// wait for their handlers: wait here, so nothing writes after Serve.
@@ -127,13 +128,16 @@ func retryDelay(n int, err error, _ *asynq.Task) time.Duration {
 	return min(2*time.Second<<min(n, 4), 30*time.Second)
 }
 
-// TaskState is where a post's reply task stands in the queue: "pending",
-// "active", "scheduled", "retry", "archived", "completed", or "" when the
-// queue has no such task.
+// TaskState is where a post's reply task stands: "waiting" (for
+// admission), "pending", "active", "scheduled", "retry", "archived",
+// "completed", or "" when there is no such task.
 func (q *Queue) TaskState(ctx context.Context, post konstruct.Post) (string, error) {
 	info, err := q.insp.GetTaskInfo(q.keys.queue(), taskID(post))
 	switch {
 	case errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound):
+		if w, err := q.waiting(ctx, post); err != nil || w {
+			return "waiting", err
+		}
 		return "", nil
 	case err != nil:
 		return "", unavailable("task state", err)
@@ -173,6 +177,13 @@ func (q *Queue) Purge(ctx context.Context) error {
 		return err
 	}
 	qn := q.keys.queue()
+	queues, err := q.insp.Queues()
+	if err != nil {
+		return unavailable("purge queue", err)
+	}
+	if !slices.Contains(queues, qn) {
+		return nil
+	}
 	for _, del := range []func(string) (int, error){
 		q.insp.DeleteAllPendingTasks, q.insp.DeleteAllScheduledTasks, q.insp.DeleteAllRetryTasks,
 		q.insp.DeleteAllArchivedTasks, q.insp.DeleteAllCompletedTasks,

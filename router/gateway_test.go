@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -65,7 +64,9 @@ func newGateway(t *testing.T, o gwOpts) *gateway {
 	ctx := ctxT(t)
 	g := &gateway{t: t, sim: o.sim, st: o.st, rd: o.rd, mx: metrics.New()}
 	if g.sim == nil {
-		g.sim = slacksim.New(slacksim.WithAckTimeout(time.Second), slacksim.WithBotEcho(o.botEcho))
+		// Slack's write limits are not what these tests are about (the
+		// worker's tests are): an emulator without them, and budgets to match.
+		g.sim = slacksim.New(slacksim.WithAckTimeout(time.Second), slacksim.WithBotEcho(o.botEcho), slacksim.WithRateLimits(false))
 		if err := g.sim.Start("127.0.0.1:0"); err != nil {
 			t.Fatal(err)
 		}
@@ -87,7 +88,8 @@ func newGateway(t *testing.T, o gwOpts) *gateway {
 	}
 	g.insp = asynq.NewInspector(aopt)
 	t.Cleanup(func() { _ = g.insp.Close() })
-	g.q = g.rd.NewQueue(t, queue.Config{RatePerMinute: cmpOr(o.perMinute, 1000), RatePerUserPerMinute: cmpOr(o.perMinute, 1000), EngagedTTL: cmpOr(o.engagedTTL, time.Minute)})
+	g.q = g.rd.NewQueue(t, queue.Config{RatePerMinute: cmpOr(o.perMinute, 1000), RatePerUserPerMinute: cmpOr(o.perMinute, 1000),
+		EngagedTTL: cmpOr(o.engagedTTL, time.Minute), SlackTiers: map[string]queue.SlackTier{"chat.postMessage": {PerMinute: 60000, Burst: 1000, PerChannel: true}}})
 	sp, err := spool.Open(t.TempDir(), spool.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -165,31 +167,15 @@ func (g *gateway) waitFor(d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// jobs lists the enqueued reply jobs.
+// jobs lists the queued reply jobs (no worker runs here: they wait for
+// admission).
 func (g *gateway) jobs() []konstruct.ReplyJob {
 	g.t.Helper()
-	infos, err := g.insp.ListPendingTasks(g.queue)
-	if errors.Is(err, asynq.ErrQueueNotFound) {
-		return nil
-	}
+	jobs, err := g.q.Jobs(ctxT(g.t))
 	if err != nil {
-		g.t.Fatalf("list tasks: %v", err)
+		g.t.Fatalf("list jobs: %v", err)
 	}
-	var out []konstruct.ReplyJob
-	for _, in := range infos {
-		if in.Type != konstruct.TaskReplyGenerate {
-			g.t.Errorf("task type %q", in.Type)
-		}
-		var j konstruct.ReplyJob
-		if err := json.Unmarshal(in.Payload, &j); err != nil {
-			g.t.Fatal(err)
-		}
-		if in.ID != "reply:"+j.Message.Post().String() || in.Retention != queue.TaskRetention || in.MaxRetry != queue.TaskMaxRetry {
-			g.t.Errorf("task %s: retention %v, max retry %d", in.ID, in.Retention, in.MaxRetry)
-		}
-		out = append(out, j)
-	}
-	return out
+	return jobs
 }
 
 // outcomes reads the router's decisions from its metric.

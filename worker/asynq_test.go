@@ -1,8 +1,10 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/konstruct/konstruct"
+	"github.com/konstruct/konstruct/llm"
 	"github.com/konstruct/konstruct/llm/llmfake"
 	"github.com/konstruct/konstruct/queue"
 	"github.com/konstruct/konstruct/slacksim"
@@ -30,7 +33,7 @@ func (e *env) startServer(shutdownTimeout time.Duration) (w *Server, stop func()
 	e.t.Helper()
 	q := e.rdb.NewQueue(e.t, queue.Config{ShutdownTimeout: shutdownTimeout})
 	cfg := e.cfg
-	cfg.Concurrency = 4
+	cfg.Concurrency = cmp.Or(cfg.Concurrency, 4)
 	w = New(cfg, Deps{Agents: e.st, Records: e.st, Slack: e.web, LLM: e.llm, Tasks: q, States: q, Budgets: q})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -109,47 +112,97 @@ func TestShutdownMidStreamThenRestart(t *testing.T) {
 	}
 }
 
-// One tenant's flood on a slow model never takes every worker: with
-// concurrency 4 (a share of 2 per tenant), another tenant's question is
-// answered while the first tenant's replies are all stuck.
-func TestSlowTenantDoesNotBlockOthers(t *testing.T) {
+// Two tenants flood a slow model while a quiet tenant asks: the quiet
+// tenant's question is admitted ahead of the floods' backlog (the workers
+// are shared among the tenants busy now, with room kept for one with
+// nothing running), and takes the next free LLM slot (the provider's slots
+// are shared the same way). Every question is answered once.
+func TestQuietTenantNotBehindTwoFloods(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	e := newEnv(t, withSim(slacksim.WithRateLimits(false))) // fairness, not Slack's limits, is under test
+
 	release := make(chan struct{})
-	t.Cleanup(func() { close(release) })
-	var maraStarted atomic.Int32
+	var inLLM, maxInLLM atomic.Int32
+	var order []string
+	var mu sync.Mutex
 	e.fakes[0].SetHandler(func(r llmfake.ChatRequest) llmfake.Reply {
-		if strings.Contains(r.Messages[0].Content, "Your name is Otto") {
-			return llmfake.Reply{Text: "Otto here: " + r.LastUser()}
+		n := inLLM.Add(1)
+		defer inLLM.Add(-1)
+		for {
+			m := maxInLLM.Load()
+			if n <= m || maxInLLM.CompareAndSwap(m, n) {
+				break
+			}
 		}
-		maraStarted.Add(1)
-		select { // Mara's model is stuck until the test ends
-		case <-release:
-		case <-time.After(30 * time.Second):
+		q := r.LastUser()
+		if !strings.HasPrefix(q, "quiet") {
+			select { // the floods' model is slow: held until the test lets go
+			case <-release:
+			case <-time.After(20 * time.Second):
+			}
 		}
-		return llmfake.Reply{Text: "Mara, finally"}
+		mu.Lock()
+		order = append(order, q)
+		mu.Unlock()
+		return llmfake.Reply{Text: "re: " + q}
 	})
-	otto := e.addTenant(konstruct.Agent{Name: "Otto", Role: "IT Helpdesk", Persona: "Terse."})
-	ws2 := e.sim.AddWorkspace(slacksim.WorkspaceSpec{})
+	// Three tenants, three workspaces.
+	a := e.addTenant(konstruct.Agent{Name: "Ann", Role: "Ops", Persona: "Terse."})
+	b := e.addTenant(konstruct.Agent{Name: "Bob", Role: "Ops", Persona: "Terse."})
+	wsA, wsB := e.sim.AddWorkspace(slacksim.WorkspaceSpec{}), e.sim.AddWorkspace(slacksim.WorkspaceSpec{})
 	e.web.Set([]konstruct.Workspace{
 		{TeamID: e.ws.TeamID, BotUserID: e.ws.BotUserID, BotToken: e.ws.BotToken, Status: konstruct.WorkspaceActive},
-		{TeamID: ws2.TeamID, BotUserID: ws2.BotUserID, BotToken: ws2.BotToken, Status: konstruct.WorkspaceActive},
+		{TeamID: wsA.TeamID, BotUserID: wsA.BotUserID, BotToken: wsA.BotToken, Status: konstruct.WorkspaceActive},
+		{TeamID: wsB.TeamID, BotUserID: wsB.BotUserID, BotToken: wsB.BotToken, Status: konstruct.WorkspaceActive},
 	})
-	w, _ := e.startServer(time.Second)
-	if got := w.cfg.TenantConcurrency; got != 2 {
-		t.Fatalf("tenant share = %d, want half of 4", got)
+	// 8 workers, and an LLM that serves 4 at once.
+	e.cfg.Concurrency = 8
+	e.llmSlots(4)
+	e.startServer(time.Second)
+	var flood []konstruct.ReplyJob
+	for i := range 12 {
+		flood = append(flood, e.mentionIn(a, wsA, fmt.Sprintf("flood A %d", i), "", true), e.mentionIn(b, wsB, fmt.Sprintf("flood B %d", i), "", true))
 	}
-	for i := range 6 {
-		e.enqueue(e.mentionIn(e.tenant, e.ws, fmt.Sprintf("mara q%d", i), "", true))
+	for _, j := range flood {
+		e.enqueue(j)
 	}
-	// Let Mara's tasks take what they can before Otto asks.
-	waitFor(t, func() bool { return maraStarted.Load() >= 2 })
-	job := e.mentionIn(otto, ws2, "is the VPN down?", "", true)
-	e.enqueue(job)
-	e.waitAnswer(job, "Otto here: is the VPN down?")
-	if n := maraStarted.Load(); n != 2 {
-		t.Errorf("%d of Mara's replies reached the model at once, want her share of 2", n)
+	waitFor(t, func() bool { return inLLM.Load() == 4 }) // the floods hold every slot
+	quiet := e.mentionIn(e.tenant, e.ws, "quiet question", "", true)
+	e.enqueue(quiet)
+	waitFor(t, func() bool { // admitted ahead of the backlog, and waiting for a slot
+		w, _ := e.q.LLMWaiting(ctxT(t), "p1")
+		return slices.Contains(w, e.tenant)
+	})
+	// One flood reply finishes: its slot goes to the quiet tenant, not to
+	// the next of the floods' backlog.
+	release <- struct{}{}
+	e.waitAnswer(quiet, "re: quiet question")
+	mu.Lock()
+	got := slices.Clone(order)
+	mu.Unlock()
+	if len(got) > 2 || got[len(got)-1] != "quiet question" {
+		t.Errorf("answered before the quiet question: %q; want at most the one flood reply released", got)
 	}
+	close(release)
+	for _, j := range flood {
+		e.waitAnswer(j, "re: "+j.Message.Text[strings.Index(j.Message.Text, "> ")+2:])
+	}
+	if m := maxInLLM.Load(); m > 4 {
+		t.Errorf("%d requests at once on an LLM with 4 slots", m)
+	}
+}
+
+// llmSlots gives the fake LLM a bound of n requests at once, shared
+// through the queue as the daemon does.
+func (e *env) llmSlots(n int) {
+	e.t.Helper()
+	c, err := llm.New(llm.Config{Providers: []llm.Provider{{Name: "p1", BaseURL: e.fakes[0].URL(), MaxConcurrency: n}},
+		DefaultModel: "fake-model", MaxRetries: -1, Gate: e.q.AcquireLLM})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(c.Close)
+	e.llm = c
 }
 
 func waitFor(t *testing.T, cond func() bool) {

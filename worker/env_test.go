@@ -49,6 +49,7 @@ type env struct {
 type envOption func(*envSetup)
 
 type envSetup struct {
+	simOpts   []slacksim.Option
 	providers int
 	cfg       Config
 	qcfg      queue.Config
@@ -56,7 +57,10 @@ type envSetup struct {
 	agent     konstruct.Agent
 }
 
-func withProviders(n int) envOption        { return func(s *envSetup) { s.providers = n } }
+func withProviders(n int) envOption { return func(s *envSetup) { s.providers = n } }
+func withSim(o ...slacksim.Option) envOption {
+	return func(s *envSetup) { s.simOpts = append(s.simOpts, o...) }
+}
 func withConfig(f func(*Config)) envOption { return func(s *envSetup) { f(&s.cfg) } }
 func withQueue(f func(*queue.Config)) envOption {
 	return func(s *envSetup) { f(&s.qcfg) }
@@ -117,7 +121,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	}
 	e := &env{t: t}
 
-	e.sim = slacksim.New()
+	e.sim = slacksim.New(setup.simOpts...)
 	if err := e.sim.Start("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}

@@ -104,7 +104,7 @@ func (w *Server) orphan(ctx context.Context, post konstruct.Post, takeovers *syn
 		return 0, err
 	}
 	switch task {
-	case "pending", "scheduled", "retry":
+	case "waiting", "pending", "scheduled", "retry":
 		return 4 * w.cfg.JanitorInterval, nil // a worker will take it
 	case "":
 		if w.cfg.Now().Sub(st.Started) < w.cfg.OrphanGrace {

@@ -42,11 +42,11 @@ const (
 type Config struct {
 	// Concurrency is how many replies are generated at once (default 20).
 	Concurrency int
-	// TenantConcurrency caps the replies one tenant generates at once in
-	// this process (default: half of Concurrency, at least 1), so that one
-	// tenant's flood or slow model never takes every worker: a task over the
-	// cap goes back to the queue for a moment, uncounted, and the other
-	// tenants' replies go first.
+	// TenantConcurrency, when set, caps the replies one tenant generates at
+	// once in this process (a task over the cap goes back to the queue for a
+	// moment, uncounted). 0, the default, sets no fixed cap: the queue
+	// admits each busy tenant's share of the workers, relative to the
+	// tenants busy right now (queue/fair.go).
 	TenantConcurrency int
 	// Streaming is StreamingUpdate (default) or StreamingNative.
 	Streaming string
@@ -112,7 +112,7 @@ func (c Config) Validate() error {
 		bad("concurrency", "must be at least 1, got %d", c.Concurrency)
 	}
 	if c.TenantConcurrency < 0 {
-		bad("tenant_concurrency", "must not be negative (0 = half of worker.concurrency), got %d", c.TenantConcurrency)
+		bad("tenant_concurrency", "must not be negative (0 = each busy tenant's fair share), got %d", c.TenantConcurrency)
 	}
 	if c.HistoryTokens < 0 {
 		bad("history_tokens", "must not be negative")
@@ -131,7 +131,6 @@ func (c Config) Validate() error {
 
 func (c Config) withDefaults() Config {
 	c.Concurrency = cmp.Or(c.Concurrency, DefaultConcurrency)
-	c.TenantConcurrency = cmp.Or(c.TenantConcurrency, max(1, c.Concurrency/2))
 	c.Streaming = cmp.Or(c.Streaming, StreamingUpdate)
 	c.HistoryTokens = cmp.Or(c.HistoryTokens, DefaultHistoryTokens)
 	c.MaxAnswerTokens = cmp.Or(c.MaxAnswerTokens, DefaultMaxAnswerTokens)
@@ -277,11 +276,13 @@ func (w *Server) Run(ctx context.Context) error {
 
 func (w *Server) processTask(ctx context.Context, job konstruct.ReplyJob, d konstruct.Delivery) error {
 	tenant := job.Message.TenantID
-	if !w.tenants.acquire(tenant, w.cfg.TenantConcurrency) {
+	if w.cfg.TenantConcurrency > 0 && !w.tenants.acquire(tenant, w.cfg.TenantConcurrency) {
 		w.cfg.Metrics.Deferred()
 		return &konstruct.DeferError{After: 500 * time.Millisecond, Reason: "tenant at its share of the workers"}
 	}
-	defer w.tenants.release(tenant)
+	if w.cfg.TenantConcurrency > 0 {
+		defer w.tenants.release(tenant)
+	}
 	return w.Handle(ctx, job, d)
 }
 
