@@ -115,6 +115,10 @@ func (a *app) doctor(cmd *cobra.Command, envPath string) []check {
 	all := []config.Part{config.NeedDatabase, config.NeedSecret, config.NeedRedis, config.NeedSlack, config.NeedLLM, config.NeedWorker, config.NeedHTTP}
 	if err := cfg.Validate(all...); err != nil {
 		fix := "set the keys named above in the config file or the environment"
+		if cfg.SecretKey == "" {
+			fix += fmt.Sprintf("; for secret_key, generate it once and keep a copy: echo \"KONSTRUCT_SECRET_KEY=$(openssl rand -base64 32)\" >> %s",
+				cmp.Or(envPath, serviceEnvFile))
+		}
 		if strings.Contains(cfg.SecretKey, "$(") || strings.Contains(cfg.SecretKey, "`") {
 			fix += "; secret_key holds a shell command, which nothing runs: generate the key once (openssl rand -base64 32) and write its value"
 		}
