@@ -2,6 +2,8 @@ package konstruct
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"strings"
 	"time"
 )
@@ -195,9 +197,22 @@ const (
 	TextThinking = "Thinking..."
 )
 
+// TextQueued is the placeholder when the answer will wait: for a worker,
+// or for Slack's budget.
+func TextQueued(wait time.Duration) string {
+	s := int(math.Ceil(wait.Seconds()))
+	switch {
+	case s < 90:
+		return fmt.Sprintf("Queued — about %d s", s)
+	default:
+		return fmt.Sprintf("Queued — about %d min", (s+30)/60)
+	}
+}
+
 // IsPlaceholder reports whether a bot message's text is a placeholder.
 func IsPlaceholder(text string) bool {
-	return strings.TrimSpace(text) == TextThinking
+	text = strings.TrimSpace(text)
+	return text == TextThinking || strings.HasPrefix(text, "Queued — about ")
 }
 
 // TSBefore reports whether Slack timestamp a ("1712345678.000100") is

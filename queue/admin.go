@@ -168,9 +168,9 @@ func toTask(ti *asynq.TaskInfo) Task {
 	return t
 }
 
-// TeamBacklog is one workspace's unfinished reply tasks.
+// TeamBacklog is one workspace's unfinished reply jobs.
 type TeamBacklog struct {
-	Queued  int // pending, scheduled (deferred) or waiting for a retry
+	Queued  int // waiting their tenant's turn (fair.go), pending, deferred or waiting for a retry
 	Running int // active: a worker is on it
 }
 
@@ -178,6 +178,9 @@ type TeamBacklog struct {
 // and the age of the oldest unfinished reply.
 type Backlog struct {
 	Teams map[string]TeamBacklog
+	// Waiting counts the jobs not admitted into the task queue yet: they
+	// wait for their tenant's turn at the workers (fair.go).
+	Waiting int
 	// Oldest is how long the oldest unfinished reply has waited since the
 	// router enqueued it: how long its placeholder has shown.
 	Oldest time.Duration
@@ -186,15 +189,30 @@ type Backlog struct {
 	Partial bool
 }
 
-// Backlog reads up to limit tasks of each unfinished state (limit ≤ 0:
-// 5000) and counts them per workspace.
+// Backlog reads the jobs waiting for admission and up to limit tasks of
+// each unfinished state (limit ≤ 0: 5000), and counts them per workspace.
 func (q *Queue) Backlog(ctx context.Context, limit int) (Backlog, error) {
 	if limit <= 0 {
 		limit = 5000
 	}
 	b := Backlog{Teams: map[string]TeamBacklog{}}
 	now := time.Now()
-	for _, state := range []string{StatePending, StateActive, StateScheduled, StateRetry} {
+	add := func(p konstruct.Post, running bool, enqueued time.Time) {
+		tb := b.Teams[p.TeamID]
+		if running {
+			tb.Running++
+		} else {
+			tb.Queued++
+		}
+		b.Teams[p.TeamID] = tb
+		if !enqueued.IsZero() {
+			b.Oldest = max(b.Oldest, now.Sub(enqueued))
+		}
+	}
+	// The tasks: counted here, and not again among the jobs below (a job
+	// stays listed until its task ends; an archived one is not waiting).
+	tasks := map[string]bool{}
+	for _, state := range []string{StatePending, StateActive, StateScheduled, StateRetry, StateArchived} {
 		infos, more, err := q.list(ctx, state, limit)
 		if err != nil {
 			return Backlog{}, err
@@ -202,16 +220,20 @@ func (q *Queue) Backlog(ctx context.Context, limit int) (Backlog, error) {
 		b.Partial = b.Partial || more
 		for _, ti := range infos {
 			t := toTask(ti)
-			tb := b.Teams[t.Post.TeamID]
-			if state == StateActive {
-				tb.Running++
-			} else {
-				tb.Queued++
+			tasks[t.Post.String()] = true
+			if state != StateArchived {
+				add(t.Post, state == StateActive, t.EnqueuedAt)
 			}
-			b.Teams[t.Post.TeamID] = tb
-			if !t.EnqueuedAt.IsZero() {
-				b.Oldest = max(b.Oldest, now.Sub(t.EnqueuedAt))
-			}
+		}
+	}
+	jobs, err := q.Jobs(ctx)
+	if err != nil {
+		return Backlog{}, err
+	}
+	for _, j := range jobs {
+		if p := j.Message.Post(); !tasks[p.String()] {
+			b.Waiting++
+			add(p, false, j.EnqueuedAt)
 		}
 	}
 	if b.Partial {
@@ -264,30 +286,55 @@ func (q *Queue) RetryAll(ctx context.Context) (int, error) {
 
 // ArchiveTask stops a pending, deferred or retrying task from running; it
 // stays archived (and its thread keeps its placeholder) until RetryTask.
+// Its room at the workers goes back to the dispatcher, as when a task
+// ends (fair.go).
 func (q *Queue) ArchiveTask(ctx context.Context, id string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return q.taskError(q.insp.ArchiveTask(q.keys.queue(), id), id, "archive")
+	if err := q.taskError(q.insp.ArchiveTask(q.keys.queue(), id), id, "archive"); err != nil {
+		return err
+	}
+	if post, ok := parsePost(strings.TrimPrefix(id, "reply:")); ok {
+		q.finish(ctx, post)
+	}
+	return nil
 }
 
 // ArchiveAll archives the tasks in the given states (retry, scheduled,
-// pending) and says how many.
+// pending), one by one so that each one's room goes back (ArchiveTask),
+// and says how many. Jobs still waiting for their turn are not tasks yet.
 func (q *Queue) ArchiveAll(ctx context.Context, states ...string) (int, error) {
-	var fns []func(string) (int, error)
 	for _, s := range states {
-		switch s {
-		case StateRetry:
-			fns = append(fns, q.insp.ArchiveAllRetryTasks)
-		case StateScheduled:
-			fns = append(fns, q.insp.ArchiveAllScheduledTasks)
-		case StatePending:
-			fns = append(fns, q.insp.ArchiveAllPendingTasks)
-		default:
+		if s != StateRetry && s != StateScheduled && s != StatePending {
 			return 0, konstruct.Errorf(konstruct.EINVALID, "%s tasks cannot be archived (only pending, scheduled and retry)", s)
 		}
 	}
-	return q.all(ctx, "archive tasks", fns...)
+	n := 0
+	for _, s := range states {
+		for {
+			infos, _, err := q.list(ctx, s, listPage)
+			if err != nil {
+				return n, err
+			}
+			archived := 0
+			for _, ti := range infos {
+				err := q.ArchiveTask(ctx, ti.ID)
+				switch konstruct.ErrorCode(err) {
+				case "":
+					archived++
+				case konstruct.ENOTFOUND, konstruct.ECONFLICT: // it ran or moved meanwhile
+				default:
+					return n + archived, err
+				}
+			}
+			n += archived
+			if len(infos) < listPage || archived == 0 {
+				break
+			}
+		}
+	}
+	return n, nil
 }
 
 func (q *Queue) all(ctx context.Context, what string, fns ...func(string) (int, error)) (int, error) {

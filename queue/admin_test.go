@@ -21,15 +21,16 @@ func job(team, ts string, enqueued time.Time) konstruct.ReplyJob {
 	}
 }
 
-// TestOperatorSeesAndSteersTheQueue: stats, per-workspace backlog and the
-// oldest wait, listing, archiving and retrying through the Inspector, as
-// `konstruct status` and `konstruct queue` use them.
+// TestOperatorSeesAndSteersTheQueue: stats, per-workspace backlog (jobs
+// waiting their turn included) and the oldest wait, listing, archiving and
+// retrying through the Inspector, as `konstruct status` and `konstruct
+// queue` use them.
 func TestOperatorSeesAndSteersTheQueue(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	rd := testenv.NewRedis(t)
-	q := rd.NewQueue(t, queue.Config{})
+	q := rd.NewQueue(t, queue.Config{ShutdownTimeout: 100 * time.Millisecond})
 
 	// A never-used queue is empty, not an error.
 	if info, err := q.Info(ctx); err != nil || info.Pending != 0 || info.Name != rd.Prefix+"replies" {
@@ -39,6 +40,7 @@ func TestOperatorSeesAndSteersTheQueue(t *testing.T) {
 		t.Fatalf("Backlog of an unused queue = %+v, %v", b, err)
 	}
 
+	// No worker yet: the jobs wait for their turn.
 	now := time.Now()
 	for _, j := range []konstruct.ReplyJob{
 		job("T1", "1.1", now.Add(-2*time.Minute)),
@@ -49,16 +51,12 @@ func TestOperatorSeesAndSteersTheQueue(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	info, err := q.Info(ctx)
-	if err != nil || info.Pending != 3 {
-		t.Fatalf("Info = %+v, %v; want 3 pending", info, err)
-	}
 	b, err := q.Backlog(ctx, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.Teams["T1"].Queued != 2 || b.Teams["T2"].Queued != 1 || b.Partial {
-		t.Errorf("Backlog = %+v, want T1: 2 queued, T2: 1", b)
+	if b.Teams["T1"].Queued != 2 || b.Teams["T2"].Queued != 1 || b.Waiting != 3 || b.Partial {
+		t.Errorf("Backlog = %+v, want T1: 2 queued, T2: 1, 3 waiting", b)
 	}
 	if b.Oldest < 2*time.Minute || b.Oldest > 3*time.Minute {
 		t.Errorf("oldest wait %v, want about 2m", b.Oldest)
@@ -67,60 +65,91 @@ func TestOperatorSeesAndSteersTheQueue(t *testing.T) {
 		t.Errorf("OldestWaiting = %v, %v", old, err)
 	}
 
-	tasks, err := q.Tasks(ctx, queue.StatePending, 2)
-	if err != nil || len(tasks) != 2 {
-		t.Fatalf("Tasks(pending, 2) = %d tasks, %v", len(tasks), err)
+	// A worker with room for one takes the oldest job and holds it.
+	sctx, stop := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() {
+		served <- q.Serve(sctx, 1, func(ctx context.Context, _ konstruct.ReplyJob, _ konstruct.Delivery) error {
+			<-ctx.Done()
+			return ctx.Err()
+		})
+	}()
+	waitUntil(t, "a running task", func() bool {
+		b, err = q.Backlog(ctx, 0)
+		return err == nil && b.Teams["T1"].Running == 1
+	})
+	if b.Teams["T1"].Queued != 1 || b.Teams["T2"].Queued != 1 || b.Waiting != 2 {
+		t.Errorf("Backlog with one running = %+v", b)
 	}
-	all, _ := q.Tasks(ctx, queue.StatePending, 0)
-	var first queue.Task
-	for _, tk := range all {
-		if tk.Post.TS == "1.1" {
-			first = tk
-		}
+	active, err := q.Tasks(ctx, queue.StateActive, 0)
+	if err != nil || len(active) != 1 || active[0].Post.TS != "1.1" || active[0].Post.TeamID != "T1" ||
+		active[0].EnqueuedAt.IsZero() || active[0].MaxRetry != queue.TaskMaxRetry {
+		t.Fatalf("active tasks = %+v, %v", active, err)
 	}
-	if first.ID == "" || first.Post.TeamID != "T1" || first.State != "pending" || first.EnqueuedAt.IsZero() || first.MaxRetry != queue.TaskMaxRetry {
-		t.Fatalf("the task of post 1.1 = %+v (of %+v)", first, all)
+	id := active[0].ID
+	if err := q.ArchiveTask(ctx, id); konstruct.ErrorCode(err) != konstruct.ECONFLICT {
+		t.Errorf("archiving a running task: %v, want ECONFLICT", err)
+	}
+	// Stopped, the worker hands its task back to the queue.
+	stop()
+	<-served
+	if info, _ := q.Info(ctx); info.Pending != 1 {
+		t.Fatalf("after the worker stopped: %+v", info.Stats)
 	}
 	if _, err := q.Tasks(ctx, "stuck", 0); konstruct.ErrorCode(err) != konstruct.EINVALID {
 		t.Errorf("Tasks of an unknown state: %v, want EINVALID", err)
 	}
 
-	// Archive one, refuse it twice, then retry it.
-	if err := q.ArchiveTask(ctx, first.ID); err != nil {
+	// Archive it, refuse it twice, then retry it.
+	if err := q.ArchiveTask(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if err := q.ArchiveTask(ctx, first.ID); konstruct.ErrorCode(err) != konstruct.ECONFLICT {
+	if err := q.ArchiveTask(ctx, id); konstruct.ErrorCode(err) != konstruct.ECONFLICT {
 		t.Errorf("archiving an archived task: %v, want ECONFLICT", err)
 	}
 	if err := q.ArchiveTask(ctx, "reply:nope"); konstruct.ErrorCode(err) != konstruct.ENOTFOUND {
 		t.Errorf("archiving an unknown task: %v, want ENOTFOUND", err)
 	}
-	if info, _ := q.Info(ctx); info.Archived != 1 || info.Pending != 2 {
+	if info, _ := q.Info(ctx); info.Archived != 1 || info.Pending != 0 {
 		t.Errorf("after archive: %+v", info.Stats)
 	}
+	if b, _ := q.Backlog(ctx, 0); b.Teams["T1"].Queued != 1 || b.Teams["T1"].Running != 0 || b.Waiting != 2 {
+		t.Errorf("Backlog counts an archived task: %+v", b)
+	}
 	arch, _ := q.Tasks(ctx, queue.StateArchived, 0)
-	if len(arch) != 1 || arch[0].ID != first.ID {
+	if len(arch) != 1 || arch[0].ID != id {
 		t.Errorf("archived tasks %+v", arch)
 	}
-	if err := q.RetryTask(ctx, first.ID); err != nil {
+	if err := q.RetryTask(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if err := q.RetryTask(ctx, first.ID); konstruct.ErrorCode(err) != konstruct.ECONFLICT {
+	if err := q.RetryTask(ctx, id); konstruct.ErrorCode(err) != konstruct.ECONFLICT {
 		t.Errorf("retrying a pending task: %v, want ECONFLICT", err)
 	}
 
 	// Everything at once.
-	if n, err := q.ArchiveAll(ctx, queue.StatePending, queue.StateRetry, queue.StateScheduled); err != nil || n != 3 {
-		t.Errorf("ArchiveAll = %d, %v; want 3", n, err)
+	if n, err := q.ArchiveAll(ctx, queue.StatePending, queue.StateRetry, queue.StateScheduled); err != nil || n != 1 {
+		t.Errorf("ArchiveAll = %d, %v; want 1", n, err)
 	}
 	if _, err := q.ArchiveAll(ctx, queue.StateActive); konstruct.ErrorCode(err) != konstruct.EINVALID {
 		t.Errorf("archiving active tasks: %v, want EINVALID", err)
 	}
-	if n, err := q.RetryAll(ctx); err != nil || n != 3 {
-		t.Errorf("RetryAll = %d, %v; want 3", n, err)
+	if n, err := q.RetryAll(ctx); err != nil || n != 1 {
+		t.Errorf("RetryAll = %d, %v; want 1", n, err)
 	}
-	if info, _ := q.Info(ctx); info.Pending != 3 || info.Archived != 0 {
+	if info, _ := q.Info(ctx); info.Pending != 1 || info.Archived != 0 {
 		t.Errorf("after retry all: %+v", info.Stats)
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -279,3 +279,59 @@ func (q *Queue) Jobs(ctx context.Context) ([]konstruct.ReplyJob, error) {
 	}
 	return out, nil
 }
+
+// avgScript folds a reply's duration into the moving average the wait
+// estimate uses. KEYS: avg; ARGV: ms.
+var avgScript = redis.NewScript(`
+local avg = tonumber(redis.call("GET", KEYS[1]) or "0")
+local d = tonumber(ARGV[1])
+if avg == 0 then avg = d else avg = avg * 0.9 + d * 0.1 end
+redis.call("SET", KEYS[1], math.floor(avg))
+return 1`)
+
+// ObserveReply folds how long a reply took to generate into the moving
+// average EstimateWait uses.
+func (q *Queue) ObserveReply(ctx context.Context, d time.Duration) {
+	if err := avgScript.Run(ctx, q.rdb, []string{q.keys.fairAvg()}, d.Milliseconds()).Err(); err != nil {
+		q.log.Debug("observe reply duration", "error", err.Error())
+	}
+}
+
+// estimateScript is how long a tenant's next job would wait for a worker:
+// the jobs it has waiting, over its share of the workers, times the average
+// reply. KEYS: ring, run, workers, avg, the tenant's wait list; ARGV: now
+// ms, tenant, reserve percent. It returns milliseconds.
+var estimateScript = redis.NewScript(`
+local now = tonumber(ARGV[1])
+local cap = 0
+local w = redis.call("HGETALL", KEYS[3])
+for i = 1, #w, 2 do
+  local n, exp = string.match(w[i+1], "^(%d+)|(%d+)$")
+  if n and tonumber(exp) > now then cap = cap + tonumber(n) end
+end
+if cap == 0 then return -1 end
+local busy, seen = 0, {}
+for _, t in ipairs(redis.call("LRANGE", KEYS[1], 0, -1)) do if not seen[t] then seen[t] = true; busy = busy + 1 end end
+for _, t in ipairs(redis.call("HKEYS", KEYS[2])) do if not seen[t] then seen[t] = true; busy = busy + 1 end end
+if not seen[ARGV[2]] then busy = busy + 1 end
+local reserve = math.min(math.max(1, math.floor(cap * tonumber(ARGV[3]) / 100)), math.max(cap - 1, 0))
+local share = math.max(1, math.floor((cap - reserve) / busy))
+local running = tonumber(redis.call("HGET", KEYS[2], ARGV[2]) or "0")
+local waiting = redis.call("LLEN", KEYS[5])
+local ahead = running + waiting + 1 - share
+if ahead <= 0 then return 0 end
+local avg = tonumber(redis.call("GET", KEYS[4]) or "0")
+return math.ceil(ahead / share) * avg`)
+
+// EstimateWait is how long a new job of the tenant would wait for a
+// worker, from its backlog, its share of the workers and the average reply
+// (0 when it would start at once; 0 too when no worker has registered yet).
+func (q *Queue) EstimateWait(ctx context.Context, tenantID string) (time.Duration, error) {
+	ms, err := estimateScript.Run(ctx, q.rdb,
+		[]string{q.keys.fairRing(), q.keys.fairRun(), q.keys.fairWorkers(), q.keys.fairAvg(), q.keys.fairWait(tenantID)},
+		q.cfg.Now().UnixMilli(), tenantID, fairReservePercent).Int64()
+	if err != nil {
+		return 0, unavailable("estimate wait", err)
+	}
+	return time.Duration(max(ms, 0)) * time.Millisecond, nil
+}

@@ -31,6 +31,7 @@ import (
 //	{p}fair:admitted / fair:run          zset / hash dispatch, Serve dispatch       none; entries leave when tasks end (or after 2 × TaskTimeout)
 //	{p}fair:workers                      hash    Serve (each 5 s)   dispatch        15 s per entry (checked by dispatch)
 //	{p}fair:kick                         list    Enqueue            dispatch        one element at most
+//	{p}fair:avg_ms                       string  worker             router          none (a moving average of reply durations)
 //	{p}llm:{provider}:held               zset    worker (AcquireLLM) worker          30 s lease per slot, renewed while held
 //	{p}llm:{provider}:wait               zset    worker (AcquireLLM) worker          2 s per waiting tenant, refreshed while it waits
 //	{p}slack:{method}:{team}[:{channel}] string  router, worker     the same        ≤ a burst's time (GCRA, TakeSlack)
@@ -86,6 +87,7 @@ func (k keys) fairAdmitted() string           { return k.prefix + "fair:admitted
 func (k keys) fairRun() string                { return k.prefix + "fair:run" }
 func (k keys) fairWorkers() string            { return k.prefix + "fair:workers" }
 func (k keys) fairKick() string               { return k.prefix + "fair:kick" }
+func (k keys) fairAvg() string                { return k.prefix + "fair:avg_ms" }
 func (k keys) llmHeld(provider string) string { return k.prefix + "llm:" + provider + ":held" }
 func (k keys) llmWait(provider string) string { return k.prefix + "llm:" + provider + ":wait" }
 

@@ -30,6 +30,8 @@ func (s *benchSlack) Delete(context.Context, string, string, string) error { ret
 
 type benchEnqueuer struct{ n atomic.Int64 }
 
+func (e *benchEnqueuer) EstimateWait(context.Context, string) (time.Duration, error) { return 0, nil }
+
 func (e *benchEnqueuer) Enqueue(context.Context, konstruct.ReplyJob) error {
 	e.n.Add(1)
 	return nil

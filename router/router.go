@@ -102,9 +102,11 @@ type Budgets interface {
 }
 
 // Enqueuer hands a reply job to the workers (*queue.Queue); a second job
-// for the same post is an ECONFLICT error.
+// for the same post is an ECONFLICT error. EstimateWait says how long a new
+// job of the tenant would wait for a worker, for the placeholder to say so.
 type Enqueuer interface {
 	Enqueue(ctx context.Context, job konstruct.ReplyJob) error
+	EstimateWait(ctx context.Context, tenantID string) (time.Duration, error)
 }
 
 // Config configures a Router. Zero values take the defaults noted.
@@ -126,6 +128,9 @@ type Config struct {
 	// RetryMax bounds the backoff between the attempts of a record that
 	// hit a transient error (default 5 s; it starts at 100 ms).
 	RetryMax time.Duration
+	// QueuedAfter is the estimated wait from which the placeholder says
+	// "Queued — about N s" instead of "Thinking..." (default 10 s).
+	QueuedAfter time.Duration
 	// PlaceholderWait bounds how long a placeholder waits for its budget
 	// (or a 429's Retry-After) before the message is queued without one
 	// (default 10 s; the worker posts it then).
@@ -183,6 +188,7 @@ func New(cfg Config, deps Deps) *Router {
 	cfg.RetryMax = cmp.Or(cfg.RetryMax, 5*time.Second)
 	cfg.DrainTimeout = cmp.Or(cfg.DrainTimeout, 5*time.Second)
 	cfg.PlaceholderWait = cmp.Or(cfg.PlaceholderWait, 10*time.Second)
+	cfg.QueuedAfter = cmp.Or(cfg.QueuedAfter, 10*time.Second)
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -325,9 +331,14 @@ func (r *Router) placeholder(ctx context.Context, rec konstruct.Record, msg kons
 
 // postPlaceholder posts the placeholder within its share of the channel's
 // chat.postMessage budget, waiting for it (and for a 429's Retry-After,
-// which pauses the method in every process) up to PlaceholderWait.
+// which pauses the method in every process) up to PlaceholderWait. When the
+// answer will wait for a worker, the placeholder says about how long.
 func (r *Router) postPlaceholder(ctx context.Context, msg konstruct.Message) (string, error) {
 	const method = "chat.postMessage"
+	text := konstruct.TextThinking
+	if est, err := r.deps.Enqueuer.EstimateWait(ctx, msg.TenantID); err == nil && est >= r.cfg.QueuedAfter {
+		text = konstruct.TextQueued(est)
+	}
 	deadline := time.Now().Add(r.cfg.PlaceholderWait)
 	for {
 		d, err := r.deps.Budgets.TakeSlack(ctx, msg.TeamID, msg.ChannelID, method, konstruct.PriorityPlaceholder)
@@ -335,7 +346,7 @@ func (r *Router) postPlaceholder(ctx context.Context, msg konstruct.Message) (st
 			return "", err
 		}
 		if d == 0 {
-			ts, err := r.deps.Slack.Post(ctx, msg.TeamID, msg.ChannelID, msg.ReplyThreadTS(), konstruct.Content{Text: konstruct.TextThinking})
+			ts, err := r.deps.Slack.Post(ctx, msg.TeamID, msg.ChannelID, msg.ReplyThreadTS(), konstruct.Content{Text: text})
 			ra, limited := konstruct.RetryAfter(err)
 			if !limited {
 				return ts, err

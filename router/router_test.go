@@ -105,6 +105,8 @@ func (f *fakeEnqueuer) Enqueue(_ context.Context, job konstruct.ReplyJob) error 
 	return nil
 }
 
+func (f *fakeEnqueuer) EstimateWait(context.Context, string) (time.Duration, error) { return 0, nil }
+
 func (f *fakeEnqueuer) count() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()

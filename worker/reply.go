@@ -254,6 +254,7 @@ func (r *reply) generate(ctx context.Context) error {
 		return r.finish(ctx, text, konstruct.OutcomeError, konstruct.NoRetry(err))
 	}
 	r.st.Text = strings.TrimSpace(res.Text)
+	w.deps.States.ObserveReply(ctx, res.Latency)
 	return r.advance(ctx, konstruct.StageFinal)
 }
 

@@ -209,6 +209,9 @@ type States interface {
 	DueReplies(ctx context.Context, n int) ([]konstruct.Post, error)
 	ClaimDue(ctx context.Context, post konstruct.Post) (bool, error)
 	Reschedule(ctx context.Context, post konstruct.Post, at time.Time) error
+	// ObserveReply folds a reply's duration into the average the router's
+	// "Queued — about N s" estimate uses.
+	ObserveReply(ctx context.Context, d time.Duration)
 	// TaskState is where the post's reply task stands in the queue
 	// ("pending", "active", "scheduled", "retry", "archived",
 	// "completed"; "" when there is none).
