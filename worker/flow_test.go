@@ -595,3 +595,39 @@ func TestLoopingModelIsCut(t *testing.T) {
 		t.Errorf("rows %+v", rows)
 	}
 }
+
+// Past chat.update's budget a final answer does not wait a minute: it is
+// posted as a new message (chat.postMessage, budgeted per channel) and the
+// placeholder it replaces is deleted under chat.delete's own budget. One
+// answer per question, no placeholder left behind.
+func TestFinalPastUpdateBudgetPostsAnew(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withQueue(func(c *queue.Config) {
+		c.SlackTiers = map[string]queue.SlackTier{"chat.update": {PerMinute: 1, Burst: 1}}
+	}))
+	const n = 3
+	jobs := make([]konstruct.ReplyJob, n)
+	for i := range jobs {
+		jobs[i] = e.mention(fmt.Sprintf("question %d", i), "")
+	}
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		wg.Go(func() { e.handle(j) })
+	}
+	wg.Wait()
+	anew := 0
+	for i, j := range jobs {
+		a := e.answers(j)
+		if len(a) != 1 || markdownOf(t, a[0]) != fmt.Sprintf("Echo: question %d", i) {
+			t.Errorf("question %d: %+v", i, a)
+			continue
+		}
+		if a[0].TS != j.PlaceholderTS {
+			anew++
+		}
+		noThinking(t, e.thread(j))
+	}
+	if anew != n-1 || e.sim.Calls("chat.update") != 1 {
+		t.Errorf("%d answers posted anew, %d chat.update calls; want %d and 1", anew, e.sim.Calls("chat.update"), n-1)
+	}
+}
