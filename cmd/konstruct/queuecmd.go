@@ -21,7 +21,8 @@ func newQueueCmd(a *app) *cobra.Command {
 		Use:   "queue",
 		Short: "Inspect the reply queue and retry or archive its tasks",
 		Long: "The reply queue is the asynq queue redis.prefix + \"replies\" in redis.url; each task answers one\n" +
-			"Slack post and its id is reply:TENANT:TEAM:CHANNEL:TS. asynqmon pointed at the same Redis shows it too.",
+			"Slack post and its id is reply:TENANT:TEAM:CHANNEL:TS. A job first waits for its tenant's turn at the\n" +
+			"workers (WAITING); once admitted it is a task. asynqmon pointed at the same Redis shows the tasks too.",
 	}
 	cmd.AddCommand(newQueueStatsCmd(a), newQueueListCmd(a), newQueueRetryCmd(a), newQueueArchiveCmd(a))
 	return cmd
@@ -65,6 +66,7 @@ func newQueueStatsCmd(a *app) *cobra.Command {
 				}
 				out := struct {
 					Queue          string  `json:"queue"`
+					Waiting        int     `json:"waiting"`
 					Pending        int     `json:"pending"`
 					Active         int     `json:"active"`
 					Scheduled      int     `json:"scheduled"`
@@ -79,7 +81,7 @@ func newQueueStatsCmd(a *app) *cobra.Command {
 					Paused         bool    `json:"paused"`
 					MemoryBytes    int64   `json:"memory_bytes"`
 					Teams          []team  `json:"teams"`
-				}{Queue: info.Name, Pending: info.Pending, Active: info.Active, Scheduled: info.Scheduled, Retry: info.Retry,
+				}{Queue: info.Name, Waiting: b.Waiting, Pending: info.Pending, Active: info.Active, Scheduled: info.Scheduled, Retry: info.Retry,
 					Archived: info.Archived, Completed: info.Completed, Processed: info.Processed, Failed: info.Failed,
 					ProcessedTotal: info.ProcessedTotal, FailedTotal: info.FailedTotal, OldestSeconds: b.Oldest.Seconds(),
 					Paused: info.Paused, MemoryBytes: info.MemoryBytes, Teams: []team{}}
@@ -90,8 +92,8 @@ func newQueueStatsCmd(a *app) *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(out)
 			}
-			tw := a.table("QUEUE\tPENDING\tACTIVE\tDEFERRED\tRETRY\tARCHIVED\tCOMPLETED\tDONE TODAY\tFAILED TODAY\tOLDEST WAITING")
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", info.Name, info.Pending, info.Active, info.Scheduled,
+			tw := a.table("QUEUE\tWAITING\tPENDING\tACTIVE\tDEFERRED\tRETRY\tARCHIVED\tCOMPLETED\tDONE TODAY\tFAILED TODAY\tOLDEST WAITING")
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", info.Name, b.Waiting, info.Pending, info.Active, info.Scheduled,
 				info.Retry, info.Archived, info.Completed, info.Processed, info.Failed, b.Oldest.Round(time.Second))
 			if err := tw.Flush(); err != nil {
 				return err

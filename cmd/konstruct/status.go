@@ -49,6 +49,7 @@ type statusDaemon struct {
 
 type statusQueue struct {
 	Name       string `json:"name"`
+	Waiting    int    `json:"waiting"` // for their tenant's turn at the workers
 	Pending    int    `json:"pending"`
 	Active     int    `json:"active"`
 	Scheduled  int    `json:"scheduled"`
@@ -154,7 +155,7 @@ func (a *app) status(ctx context.Context, cfg *config.Config, url string) status
 		if err != nil {
 			rep.QueueError = errorLine(err)
 		} else {
-			rep.Queue = &statusQueue{Name: info.Name, Pending: info.Pending, Active: info.Active, Scheduled: info.Scheduled,
+			rep.Queue = &statusQueue{Name: info.Name, Waiting: backlog.Waiting, Pending: info.Pending, Active: info.Active, Scheduled: info.Scheduled,
 				Retry: info.Retry, Archived: info.Archived, Processed: info.Processed, Failed: info.Failed,
 				OldestWait: backlog.Oldest.Round(time.Second).String(), Partial: backlog.Partial, Paused: info.Paused}
 		}
@@ -248,8 +249,8 @@ func (a *app) printStatus(rep statusReport) error {
 		if q.Paused {
 			paused = " (PAUSED)"
 		}
-		fmt.Fprintf(w, "queue      %s%s: %d pending, %d active, %d deferred, %d retry, %d archived; oldest waiting %s; today %d done, %d failed\n",
-			q.Name, paused, q.Pending, q.Active, q.Scheduled, q.Retry, q.Archived, q.OldestWait, q.Processed, q.Failed)
+		fmt.Fprintf(w, "queue      %s%s: %d waiting their turn, %d pending, %d active, %d deferred, %d retry, %d archived; oldest waiting %s; today %d done, %d failed\n",
+			q.Name, paused, q.Waiting, q.Pending, q.Active, q.Scheduled, q.Retry, q.Archived, q.OldestWait, q.Processed, q.Failed)
 	} else {
 		fmt.Fprintf(w, "queue      cannot be read: %s\n", rep.QueueError)
 	}

@@ -51,10 +51,10 @@ func TestStatusAndQueueCommands(t *testing.T) {
 	if _, err := e.sim.Mention(ws.TeamID, ws.GeneralChannelID, ws.UserIDs[0], "a private matter", ""); err != nil {
 		t.Fatal(err)
 	}
-	q := e.rd.NewQueue(t, queue.Config{})
-	waitFor(t, 10*time.Second, "the reply task", func() bool {
-		info, err := q.Info(context.Background())
-		return err == nil && info.Pending == 1
+	q := e.rd.NewQueue(t, queue.Config{ShutdownTimeout: 100 * time.Millisecond})
+	waitFor(t, 10*time.Second, "the reply job", func() bool {
+		b, err := q.Backlog(context.Background(), 0)
+		return err == nil && b.Waiting == 1
 	})
 	st := testenv.OpenStore(t, e.pg.RuntimeURL, nil)
 	for i, outcome := range []string{konstruct.OutcomeAnswered, konstruct.OutcomeError} {
@@ -72,7 +72,7 @@ func TestStatusAndQueueCommands(t *testing.T) {
 		t.Errorf("status row %q, want 2/2 connected, 1 queued, answered seconds ago, 1 answer, 1 error", got)
 	}
 	if !regexp.MustCompile(`(?m)^daemon     ready at http://127\.0\.0\.1:\d+ \(postgres ok, redis ok\)$`).MatchString(r.stdout) ||
-		!strings.Contains(r.stdout, "queue      "+e.rd.Prefix+"replies: 1 pending, 0 active") {
+		!strings.Contains(r.stdout, "queue      "+e.rd.Prefix+"replies: 1 waiting their turn, 0 pending, 0 active") {
 		t.Errorf("status header:\n%s", r.stdout)
 	}
 	var rep statusReport
@@ -81,7 +81,7 @@ func TestStatusAndQueueCommands(t *testing.T) {
 		t.Fatalf("status --json: %v\n%s", err, r.stdout)
 	}
 	if len(rep.Workspaces) != 1 || rep.Workspaces[0].Sockets != "connected" || rep.Workspaces[0].Queued != 1 ||
-		rep.Workspaces[0].Errors != 1 || rep.Queue == nil || rep.Queue.Pending != 1 || !rep.Daemon.Ready {
+		rep.Workspaces[0].Errors != 1 || rep.Queue == nil || rep.Queue.Waiting != 1 || !rep.Daemon.Ready {
 		t.Errorf("status --json = %+v", rep)
 	}
 
@@ -112,12 +112,27 @@ func TestStatusAndQueueCommands(t *testing.T) {
 		}
 	}
 
-	// The queue commands.
+	// The queue commands. A worker takes the job and, stopped, hands its
+	// task back: a pending task.
 	r = mustCLI(t, vars, "queue", "stats")
-	if !regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(e.rd.Prefix)+`replies\s+1\s+0\s+0\s+0\s+0\s`).MatchString(r.stdout) ||
+	if !regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(e.rd.Prefix)+`replies\s+1\s+0\s+0\s+0\s+0\s+0\s`).MatchString(r.stdout) ||
 		!regexp.MustCompile(`(?m)^`+ws.TeamID+`\s+1\s+0$`).MatchString(r.stdout) {
 		t.Errorf("queue stats:\n%s", r.stdout)
 	}
+	sctx, stopServe := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() {
+		served <- q.Serve(sctx, 1, func(ctx context.Context, _ konstruct.ReplyJob, _ konstruct.Delivery) error {
+			<-ctx.Done()
+			return ctx.Err()
+		})
+	}()
+	waitFor(t, 10*time.Second, "the task running", func() bool {
+		info, err := q.Info(context.Background())
+		return err == nil && info.Active == 1
+	})
+	stopServe()
+	<-served
 	r = mustCLI(t, vars, "queue", "list", "--state", "pending", "--json")
 	var tasks []queue.Task
 	if err := json.Unmarshal([]byte(r.stdout), &tasks); err != nil || len(tasks) != 1 || tasks[0].Post.TeamID != ws.TeamID {
