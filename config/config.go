@@ -39,6 +39,10 @@ type Provider struct {
 	APIKey     string   `mapstructure:"api_key"`
 	APIKeyFile string   `mapstructure:"api_key_file"`
 	Models     []string `mapstructure:"models"`
+	// MaxConcurrency bounds the requests the provider serves at once,
+	// across every process of the install, shared fairly between tenants
+	// (0 = no bound).
+	MaxConcurrency int `mapstructure:"max_concurrency"`
 }
 
 // RateLimit is one entry of slack.rate_limits.
@@ -73,10 +77,13 @@ type Config struct {
 		APIKey  string `mapstructure:"api_key"`
 		// APIKeyFile names a file holding the single provider's key
 		// (llm.api_key_file, KONSTRUCT_LLM_API_KEY_FILE), read at load.
-		APIKeyFile string     `mapstructure:"api_key_file"`
-		Model      string     `mapstructure:"model"`
-		Providers  []Provider `mapstructure:"providers"`
-		Timeouts   struct {
+		APIKeyFile string `mapstructure:"api_key_file"`
+		// MaxConcurrency is the single provider's bound (llm.max_concurrency);
+		// listed providers each have their own.
+		MaxConcurrency int        `mapstructure:"max_concurrency"`
+		Model          string     `mapstructure:"model"`
+		Providers      []Provider `mapstructure:"providers"`
+		Timeouts       struct {
 			FirstToken time.Duration `mapstructure:"first_token"`
 			Idle       time.Duration `mapstructure:"idle"`
 			Total      time.Duration `mapstructure:"total"`
@@ -143,6 +150,7 @@ var defaults = map[string]any{
 	"llm.base_url":                    "http://127.0.0.1:11434/v1/",
 	"llm.api_key":                     "",
 	"llm.api_key_file":                "",
+	"llm.max_concurrency":             0,
 	"llm.model":                       "",
 	"llm.timeouts.first_token":        shortDuration(llm.DefaultFirstTokenTimeout),
 	"llm.timeouts.idle":               shortDuration(llm.DefaultIdleTimeout),
@@ -523,7 +531,7 @@ func (c *Config) WorkerConfig() worker.Config {
 func (c *Config) LLMConfig() llm.Config {
 	var ps []llm.Provider
 	for _, p := range c.Providers() {
-		ps = append(ps, llm.Provider{Name: p.Name, BaseURL: p.BaseURL, APIKey: p.APIKey, Models: p.Models})
+		ps = append(ps, llm.Provider{Name: p.Name, BaseURL: p.BaseURL, APIKey: p.APIKey, Models: p.Models, MaxConcurrency: p.MaxConcurrency})
 	}
 	t := c.LLM.Timeouts
 	return llm.Config{Providers: ps, DefaultModel: c.LLM.Model, Timeouts: llm.Timeouts{FirstToken: t.FirstToken, Idle: t.Idle, Total: t.Total}}
@@ -588,7 +596,7 @@ func (c *Config) Providers() []Provider {
 		}
 		return out
 	}
-	return []Provider{{Name: "default", BaseURL: c.LLM.BaseURL, APIKey: c.LLM.APIKey}}
+	return []Provider{{Name: "default", BaseURL: c.LLM.BaseURL, APIKey: c.LLM.APIKey, MaxConcurrency: c.LLM.MaxConcurrency}}
 }
 
 func checkURL(raw string, schemes ...string) error {

@@ -157,6 +157,7 @@ func (w *Server) takeOver(ctx context.Context, st konstruct.ReplyState) {
 	r := &reply{w: w, st: st, lease: lease, log: log}
 	if st.Job != nil {
 		r.job = *st.Job
+		ctx = konstruct.WithAsker(ctx, st.Job.Message.User, st.Job.Message.Text)
 	}
 	text, outcome, cause := textOrphaned, konstruct.OutcomeOrphaned, error(konstruct.Errorf(konstruct.EUNAVAILABLE, "the process answering stopped"))
 	if st.Stage == konstruct.StageFinal && st.Text != "" {
