@@ -95,6 +95,25 @@ func (q *Queue) ReclaimIntake(ctx context.Context, consumer string, minIdle time
 	return recs, nil
 }
 
+// HandBackIntake gives records a consumer took and will not finish (it is
+// stopping) back to the group at once: marked long idle, the next
+// ReclaimIntake of any process takes them, without waiting for the lease.
+func (q *Queue) HandBackIntake(ctx context.Context, consumer string, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	// go-redis has no IDLE option on XClaimArgs: a raw XCLAIM sets it.
+	args := []any{"XCLAIM", q.keys.intake(), intakeGroup, consumer, 0}
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	args = append(args, "IDLE", time.Hour.Milliseconds(), "JUSTID")
+	if err := q.rdb.Do(ctx, args...).Err(); err != nil {
+		return unavailable("hand back intake records", err)
+	}
+	return nil
+}
+
 // DoneIntake acknowledges records whose outcome is durable and deletes
 // them from the stream.
 func (q *Queue) DoneIntake(ctx context.Context, ids ...string) error {

@@ -61,6 +61,9 @@ type Intake interface {
 	ReadIntake(ctx context.Context, consumer string, n int, block time.Duration, after string) ([]konstruct.Record, error)
 	ReclaimIntake(ctx context.Context, consumer string, minIdle time.Duration, n int) ([]konstruct.Record, error)
 	DoneIntake(ctx context.Context, ids ...string) error
+	// HandBackIntake gives back, at a stop, records taken and not
+	// finished: another process takes them at once, not after the lease.
+	HandBackIntake(ctx context.Context, consumer string, ids ...string) error
 }
 
 // Claims marks messages as taken (*queue.Queue): dup is true when a Slack

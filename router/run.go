@@ -39,10 +39,16 @@ func (r *Router) Run(ctx context.Context) error {
 	var feeders, workers sync.WaitGroup
 	feeders.Go(func() { r.read(ctx, recs, taken) })
 	feeders.Go(func() { r.reclaim(ctx, recs, taken) })
+	var leftMu sync.Mutex
+	var left []string // taken, and not finished before the stop
 	for range r.cfg.Workers {
 		workers.Go(func() {
 			for rec := range recs {
-				r.routeRecord(work, rec)
+				if !r.routeRecord(work, rec) {
+					leftMu.Lock()
+					left = append(left, rec.ID)
+					leftMu.Unlock()
+				}
 				taken.done(rec.ID)
 			}
 		})
@@ -50,6 +56,15 @@ func (r *Router) Run(ctx context.Context) error {
 	feeders.Wait()
 	close(recs)
 	workers.Wait()
+	if len(left) > 0 {
+		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if err := r.deps.Intake.HandBackIntake(hctx, r.cfg.Consumer, left...); err != nil {
+			r.log.Warn("hand back intake records; they are taken over after the lease", "records", len(left), "error", err)
+		} else {
+			r.log.Info("handed back intake records not routed before the stop", "records", len(left))
+		}
+	}
 	return nil
 }
 
@@ -139,22 +154,25 @@ func (r *Router) feed(ctx context.Context, out chan<- konstruct.Record, batch []
 
 // routeRecord routes one record until its outcome is durable, then
 // finishes it; it gives up only when ctx ends (the record stays in the
-// intake).
-func (r *Router) routeRecord(ctx context.Context, rec konstruct.Record) {
+// intake) and then reports false.
+func (r *Router) routeRecord(ctx context.Context, rec konstruct.Record) bool {
+	if ctx.Err() != nil {
+		return false
+	}
 	msg := rec.Message
 	for attempt := 0; ; attempt++ {
 		out, err := r.Route(ctx, rec)
 		if err == nil {
 			if ferr := r.finish(ctx, rec.ID); ferr != nil {
-				return // routed; finished by whoever routes it again, idempotently
+				return false // routed; finished by whoever routes it again, idempotently
 			}
 			if out == Enqueued {
 				r.log.Debug("message enqueued", "tenant_id", msg.TenantID, "team_id", msg.TeamID, "ts", msg.TS, "wait", time.Since(msg.ReceivedAt))
 			}
-			return
+			return true
 		}
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 		r.cfg.Metrics.RouteRetry()
 		d := r.retryDelay(attempt)
@@ -162,7 +180,7 @@ func (r *Router) routeRecord(ctx context.Context, rec konstruct.Record) {
 			slog.Int("attempt", attempt+1), slog.Duration("retry_in", d),
 			slog.String("team_id", msg.TeamID), slog.String("channel_id", msg.ChannelID), slog.String("ts", msg.TS))
 		if !wait.Sleep(ctx, d) {
-			return
+			return false
 		}
 		rec.Redelivered = true
 	}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -204,7 +206,14 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 				llm:     slow,
 			})
 			_, ws := e.seed("load")
-			vars := e.with("KONSTRUCT_WORKER_CONCURRENCY", "8", "KONSTRUCT_RATELIMIT_PER_MINUTE", "1000")
+			// Slack's per-channel pace of placeholders is not what this test
+			// is about: a budget to match the emulator without limits.
+			cfgFile := filepath.Join(t.TempDir(), "konstruct.yaml")
+			if err := os.WriteFile(cfgFile, []byte("slack:\n  rate_limits:\n    - {method: chat.postMessage, per_minute: 6000, burst: 100}\n    - {method: chat.update, per_minute: 6000, burst: 100}\n    - {method: chat.delete, per_minute: 6000, burst: 100}\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			vars := e.with("KONSTRUCT_WORKER_CONCURRENCY", "8", "KONSTRUCT_RATELIMIT_PER_MINUTE", "1000", "KONSTRUCT_RATELIMIT_PER_USER_PER_MINUTE", "1000",
+				"KONSTRUCT_CONFIG", cfgFile)
 
 			d1 := startDaemon(t, vars, roles{gateway: true, worker: true}, tc.shutdown)
 			waitFor(t, 10*time.Second, "sockets", func() bool { return e.sim.Connections(ws.AppID) >= 2 })
