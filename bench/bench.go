@@ -67,6 +67,18 @@ type Options struct {
 	// WorkerConcurrency is worker.concurrency (default 1000: the fake LLM never limits).
 	WorkerConcurrency int
 
+	// DurableWorkspaces, DurableRate and DurableMentionShare shape the
+	// durable-ack phase (default 250 workspaces, 2,000 envelopes/s, 5 %
+	// mentions): a daemon on a Redis of its own (a private redis-server with
+	// AOF; the other phases keep the shared one) is measured with Redis
+	// answering (appendfsync everysec, then always) and with Redis stopped,
+	// when the intake's records go to the disk spool. SkipDurable skips it;
+	// so does a machine without redis-server.
+	DurableWorkspaces   int
+	DurableRate         int
+	DurableMentionShare float64
+	SkipDurable         bool
+
 	// SocketWorkspaces is the size of the sockets phase (default 1000, 2 connections each).
 	SocketWorkspaces int
 	SkipSockets      bool
@@ -98,6 +110,8 @@ func (o *Options) defaults() {
 		o.StepPhase = cmp.Or(o.StepPhase, 1500*time.Millisecond)
 		o.Drain = cmp.Or(o.Drain, 15*time.Second)
 		o.SocketWorkspaces = cmp.Or(o.SocketWorkspaces, 40)
+		o.DurableWorkspaces = cmp.Or(o.DurableWorkspaces, 20)
+		o.DurableRate = cmp.Or(o.DurableRate, 500)
 		o.StepWorkspaces = cmp.Or(o.StepWorkspaces, 40)
 		o.LLMFirstToken = cmp.Or(o.LLMFirstToken, 50*time.Millisecond)
 		o.LLMTokenDelay = cmp.Or(o.LLMTokenDelay, time.Millisecond)
@@ -121,6 +135,9 @@ func (o *Options) defaults() {
 	o.AnswerWords = cmp.Or(o.AnswerWords, 20)
 	o.WorkerConcurrency = cmp.Or(o.WorkerConcurrency, 1000)
 	o.SocketWorkspaces = max(cmp.Or(o.SocketWorkspaces, 1000), o.Workspaces)
+	o.DurableWorkspaces = cmp.Or(o.DurableWorkspaces, 250)
+	o.DurableRate = cmp.Or(o.DurableRate, 2000)
+	o.DurableMentionShare = cmp.Or(o.DurableMentionShare, 0.05)
 	o.StepWorkspaces = max(cmp.Or(o.StepWorkspaces, 1000), o.Workspaces)
 	if o.BoltDir == "" {
 		_, file, _, _ := runtime.Caller(0)
@@ -161,6 +178,9 @@ type Report struct {
 	// DaemonCPU is the CPU time the load daemon used over the whole run.
 	DaemonCPUSeconds float64  `json:"daemon_cpu_s"`
 	Sockets          *Sockets `json:"sockets,omitempty"`
+	// Durable is the ack latency with the intake's durable write, in Redis
+	// and in the spool (the durable-ack phase).
+	Durable *Durable `json:"durable,omitempty"`
 
 	RedisPing      Dist    `json:"redis_ping"`
 	BoltSkipped    string  `json:"bolt_skipped,omitempty"`
@@ -215,6 +235,40 @@ type StepRow struct {
 	Overhead Dist    `json:"overhead"`
 	OK       bool    `json:"ok"`
 	Why      string  `json:"why,omitempty"`
+}
+
+// Durable is the durable-ack phase: one row per path the intake's record
+// takes — Redis under each appendfsync policy, and the disk spool while
+// Redis is stopped — at the same rate over the same workspaces.
+type Durable struct {
+	Workspaces   int          `json:"workspaces"`
+	MentionShare float64      `json:"mention_share"`
+	Rows         []DurableRow `json:"rows"`
+	// SpoolPeak is the most records the spool held (the daemon's konstruct_spool_records).
+	SpoolPeak int `json:"spool_peak"`
+	// Spooled is how many records went to the spool (konstruct_intake_recorded_total{sink="spool"}).
+	Spooled int `json:"spooled"`
+	// ReplaySeconds is Redis back → the spool empty; AnsweredSeconds is
+	// Redis back → every mention of the spool phase answered.
+	ReplaySeconds   float64 `json:"replay_s"`
+	AnsweredSeconds float64 `json:"answered_s"`
+	// Skipped says why the phase did not run; Error why it stopped.
+	Skipped string `json:"skipped,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+// DurableRow is one path of the durable-ack phase.
+type DurableRow struct {
+	// Path is "redis (appendfsync everysec)", "redis (appendfsync always)" or "spool (Redis stopped)".
+	Path string `json:"path"`
+	AckRow
+}
+
+// Database is a PostgreSQL database made for a run elsewhere (tests use
+// testenv.NewPG): the run migrates it with the CLI and leaves it in place.
+type Database struct {
+	OwnerURL   string // konstruct migrate
+	RuntimeURL string // the daemon and the other commands
 }
 
 // Sockets is the connection-scale phase.

@@ -23,7 +23,7 @@ func TestRunQuick(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs it against PostgreSQL and Redis")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	adminURL, redisURL := "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "redis://127.0.0.1:6379/0"
 	if c, err := pgx.Connect(ctx, adminURL); err != nil {
@@ -59,9 +59,12 @@ func TestRunQuick(t *testing.T) {
 		Drain:            10 * time.Second,
 		StepWorkspaces:   10,
 		SocketWorkspaces: 10,
-		SkipBolt:         skipBolt,
-		OutDir:           t.TempDir(),
-		Progress:         &progress,
+		// The durable-ack phase on a private redis-server (skipped without one).
+		DurableWorkspaces: 5,
+		DurableRate:       300,
+		SkipBolt:          skipBolt,
+		OutDir:            t.TempDir(),
+		Progress:          &progress,
 	}, &out)
 	t.Log("\n" + progress.String() + out.String())
 	if err != nil {
@@ -100,6 +103,23 @@ func TestRunQuick(t *testing.T) {
 	}
 	if s := rep.Sockets; s == nil || s.Error != "" || s.ConnectSeconds == 0 || s.PeakRSS == 0 {
 		t.Errorf("sockets not measured: %+v", s)
+	}
+	switch d := rep.Durable; {
+	case d == nil:
+		t.Error("durable-ack phase missing from the report")
+	case d.Skipped != "":
+		t.Logf("durable-ack phase skipped: %s", d.Skipped)
+	case d.Error != "" || len(d.Rows) != 3:
+		t.Errorf("durable-ack phase: %d rows, error %q", len(d.Rows), d.Error)
+	default:
+		for _, row := range d.Rows {
+			if row.Ack.N == 0 || row.Sent == 0 {
+				t.Errorf("durable-ack %s: no acks measured: %+v", row.Path, row.AckRow)
+			}
+		}
+		if d.Spooled == 0 {
+			t.Errorf("durable-ack phase: nothing went to the spool with Redis stopped: %+v", d)
+		}
 	}
 	if !strings.Contains(out.String(), `"duplicates":0`) {
 		t.Error("the JSON line is missing from the output")

@@ -125,6 +125,15 @@ func (p *process) tail() string {
 	return strings.Join(p.lines, "\n")
 }
 
+// kill sends SIGKILL (a crash: no graceful stop) and waits for the exit.
+func (p *process) kill() {
+	if p.exited() {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
 // stop sends SIGTERM and waits up to grace, then kills the process.
 func (p *process) stop(grace time.Duration) error {
 	if p.exited() {
@@ -153,6 +162,25 @@ func runCLI(ctx context.Context, bin string, env []string, args ...string) (stri
 		return "", fmt.Errorf("konstruct %s: %w: %s", strings.Join(args[:min(2, len(args))], " "), err, strings.TrimSpace(errb.String()))
 	}
 	return strings.TrimSpace(out.String()), nil
+}
+
+// withEnv returns env with each KEY=value of kv set: replaced where env has
+// KEY, else appended. env itself is not changed.
+func withEnv(env []string, kv ...string) []string {
+	out := append([]string(nil), env...)
+	for _, set := range kv {
+		k, _, _ := strings.Cut(set, "=")
+		found := false
+		for i, e := range out {
+			if strings.HasPrefix(e, k+"=") {
+				out[i], found = set, true
+			}
+		}
+		if !found {
+			out = append(out, set)
+		}
+	}
+	return out
 }
 
 // baseEnv is the environment without any KONSTRUCT_ or SLACK_ variable of

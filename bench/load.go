@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -60,6 +61,9 @@ type drive struct {
 	dur   time.Duration
 	// mentionEvery makes every n-th post a mention (1: all of them; 0: none).
 	mentionEvery int
+	// ackWait bounds the wait for the phase's acks after its last post
+	// (default 5 s: Slack's redelivery window and a bit).
+	ackWait time.Duration
 }
 
 // driveResult is what a phase sent and the acks it got.
@@ -103,26 +107,16 @@ func (r *runner) drive(ctx context.Context, d drive) driveResult {
 				for sent < due {
 					i := post*senders + g
 					post++
-					ws := d.tgt.ws[i%len(d.tgt.ws)]
-					user := ws.UserIDs[i%len(ws.UserIDs)]
-					if d.mentionEvery > 0 && i%d.mentionEvery == 0 {
-						at := time.Now()
-						ts, err := r.sim.Mention(ws.TeamID, ws.GeneralChannelID, user, fmt.Sprintf("bench question %d from %s", i, d.phase), "")
-						if err != nil {
-							errs.Add(1)
-							sent++
-							continue
-						}
-						m := &mention{target: d.tgt.name, phase: d.phase, team: ws.TeamID, channel: ws.GeneralChannelID, ts: ts, at: at}
+					p, err := r.post(d.tgt, d.phase, i, d.mentionEvery)
+					sent += p.envelopes
+					if err != nil {
+						errs.Add(1)
+						continue
+					}
+					if p.mention != nil {
 						mu.Lock()
-						ments = append(ments, m)
+						ments = append(ments, p.mention)
 						mu.Unlock()
-						sent += 2
-					} else {
-						if _, err := r.sim.Post(ws.TeamID, ws.GeneralChannelID, user, fmt.Sprintf("bench chatter %d", i), ""); err != nil {
-							errs.Add(1)
-						}
-						sent++
 					}
 				}
 				time.Sleep(500 * time.Microsecond)
@@ -136,7 +130,7 @@ func (r *runner) drive(ctx context.Context, d drive) driveResult {
 
 	// The acks of this phase: wait until every envelope is acked, bounded
 	// by Slack's redelivery window and a bit.
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(cmp.Or(d.ackWait, 5*time.Second))
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		rec.mu.Lock()
 		n := len(rec.lat)
@@ -155,6 +149,34 @@ func (r *runner) drive(ctx context.Context, d drive) driveResult {
 	r.mentions = append(r.mentions, ments...)
 	r.mentMu.Unlock()
 	return res
+}
+
+// posted is one post of the load: a mention (answered by the bot) or
+// channel chatter (acked and ignored), and the envelopes it caused.
+type posted struct {
+	mention   *mention
+	chatter   *mention // the chatter post, when it is one (target and at unused)
+	envelopes int      // a mention is two: app_mention and message
+}
+
+// post makes post i of a phase over the target's workspaces, round-robin:
+// every mentionEvery-th one (0: none) mentions the bot, the rest is chatter.
+func (r *runner) post(tgt *target, phase string, i, mentionEvery int) (posted, error) {
+	ws := tgt.ws[i%len(tgt.ws)]
+	user := ws.UserIDs[i%len(ws.UserIDs)]
+	if mentionEvery > 0 && i%mentionEvery == 0 {
+		at := time.Now()
+		ts, err := r.sim.Mention(ws.TeamID, ws.GeneralChannelID, user, fmt.Sprintf("bench question %d from %s", i, phase), "")
+		if err != nil {
+			return posted{}, err
+		}
+		return posted{envelopes: 2, mention: &mention{target: tgt.name, phase: phase, team: ws.TeamID, channel: ws.GeneralChannelID, ts: ts, at: at}}, nil
+	}
+	ts, err := r.sim.Post(ws.TeamID, ws.GeneralChannelID, user, fmt.Sprintf("bench chatter %d", i), "")
+	if err != nil {
+		return posted{}, err
+	}
+	return posted{envelopes: 1, chatter: &mention{phase: phase, team: ws.TeamID, channel: ws.GeneralChannelID, ts: ts}}, nil
 }
 
 // answered reports whether a mention's thread shows its final answer.

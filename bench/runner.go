@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -32,6 +33,12 @@ const answerMarker = "bench-answer-complete"
 // connectionsPerWorkspace is the daemon's slack.connections_per_workspace.
 const connectionsPerWorkspace = 2
 
+// Bounds on a daemon's start (every socket open) and graceful stop.
+const (
+	daemonStartBound = 120 * time.Second
+	daemonStopGrace  = 30 * time.Second
+)
+
 type runner struct {
 	o   Options
 	rep Report
@@ -41,9 +48,17 @@ type runner struct {
 	fake    *llmfake.Server
 	llmTime time.Duration
 	rdb     *redis.Client
-	db      *store.Database
 	prefix  string
 	env     []string // the CLI's and the daemon's environment
+
+	// simOpts configure the emulator (default: rate limits and bot echo off).
+	simOpts []slacksim.Option
+	// extDB is a database made elsewhere (Database); nil: the run provisions its own.
+	extDB  *Database
+	dbName string
+	// privateRedis: Options.RedisURL is the run's own server, whose keys
+	// need no cleaning.
+	privateRedis bool
 
 	konWS     []slacksim.WorkspaceSpec // the ack and pipeline phases' workspaces
 	allWS     []slacksim.WorkspaceSpec // every workspace the daemon serves
@@ -144,7 +159,13 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		r.log("daemon stop: %v", err)
 	}
 
-	// 4. References on the same emulator, under the same load.
+	// 4. The ack with the intake's durable write, Redis answering and
+	// stopped (a daemon of its own on a private redis-server).
+	if !o.SkipDurable {
+		r.durable(ctx)
+	}
+
+	// 5. References on the same emulator, under the same load.
 	r.slackGo(ctx)
 	if o.SkipBolt {
 		r.rep.BoltSkipped = "--skip-bolt"
@@ -152,7 +173,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		r.bolt(ctx)
 	}
 
-	// 5. Socket scale with a fresh daemon.
+	// 6. Socket scale with a fresh daemon.
 	if !o.SkipSockets {
 		r.sockets(ctx)
 	}
@@ -178,7 +199,11 @@ func machine() Machine {
 // database and migrates it with the real binary.
 func (r *runner) setup(ctx context.Context) error {
 	o := r.o
-	r.sim = slacksim.New(slacksim.WithRateLimits(false), slacksim.WithBotEcho(false))
+	simOpts := r.simOpts
+	if simOpts == nil {
+		simOpts = []slacksim.Option{slacksim.WithRateLimits(false), slacksim.WithBotEcho(false)}
+	}
+	r.sim = slacksim.New(simOpts...)
 	if err := r.sim.Start("127.0.0.1:0"); err != nil {
 		return fmt.Errorf("start slacksim: %w", err)
 	}
@@ -238,6 +263,9 @@ func (r *runner) setup(ctx context.Context) error {
 	r.defer_(func() { _ = r.rdb.Close() })
 	r.prefix = "bench:" + randomHex(4) + ":"
 	r.defer_(func() {
+		if r.privateRedis {
+			return // nobody else's: it goes with the run
+		}
 		cctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		q, err := queue.Open(queue.Config{URL: o.RedisURL, Prefix: r.prefix})
@@ -260,17 +288,22 @@ func (r *runner) setup(ctx context.Context) error {
 	r.rep.RedisPing = distOf(pings)
 
 	// The database, migrated by the binary as its owner.
-	r.db, err = store.Provision(ctx, o.AdminURL, "konstruct_bench_"+randomHex(4))
-	if err != nil {
-		return fmt.Errorf("create the benchmark database: %w", err)
-	}
-	r.defer_(func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := r.db.Drop(cctx); err != nil {
-			r.log("drop database %s: %v", r.db.Name, err)
+	db := r.extDB
+	if db == nil {
+		pdb, err := store.Provision(ctx, o.AdminURL, "konstruct_bench_"+randomHex(4))
+		if err != nil {
+			return fmt.Errorf("create the benchmark database: %w", err)
 		}
-	})
+		r.defer_(func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if err := pdb.Drop(cctx); err != nil {
+				r.log("drop database %s: %v", pdb.Name, err)
+			}
+		})
+		db = &Database{OwnerURL: pdb.OwnerURL, RuntimeURL: pdb.RuntimeURL}
+		r.dbName = pdb.Name
+	}
 	cfgPath := filepath.Join(o.OutDir, "konstruct.yaml")
 	if err := os.WriteFile(cfgPath, []byte("# konstruct bench: everything comes from KONSTRUCT_* variables\nlog:\n  format: json\n"), 0o600); err != nil {
 		return err
@@ -280,8 +313,8 @@ func (r *runner) setup(ctx context.Context) error {
 	}
 	r.env = append(baseEnv(),
 		"KONSTRUCT_CONFIG="+cfgPath,
-		"KONSTRUCT_DATABASE_URL="+r.db.RuntimeURL,
-		"KONSTRUCT_DATABASE_MIGRATE_URL="+r.db.OwnerURL,
+		"KONSTRUCT_DATABASE_URL="+db.RuntimeURL,
+		"KONSTRUCT_DATABASE_MIGRATE_URL="+db.OwnerURL,
 		"KONSTRUCT_REDIS_URL="+o.RedisURL,
 		"KONSTRUCT_REDIS_PREFIX="+r.prefix,
 		"KONSTRUCT_SLACK_API_URL="+r.sim.APIURL(),
@@ -292,6 +325,7 @@ func (r *runner) setup(ctx context.Context) error {
 		"KONSTRUCT_HTTP_ADDR="+r.httpAddr,
 		"KONSTRUCT_STATE_DIR="+filepath.Join(o.OutDir, "state"),
 		"KONSTRUCT_RATELIMIT_PER_MINUTE=10000000",
+		"KONSTRUCT_RATELIMIT_PER_USER_PER_MINUTE=10000000",
 		"KONSTRUCT_WORKER_CONCURRENCY="+strconv.Itoa(o.WorkerConcurrency),
 		"KONSTRUCT_LOG_FORMAT=json",
 		"KONSTRUCT_LOG_LEVEL=warn",
@@ -306,7 +340,7 @@ func (r *runner) setup(ctx context.Context) error {
 	r.logFile = lf
 	r.defer_(func() { _ = lf.Close() })
 	r.log("slacksim %s, fake LLM %s (%v per answer), database %s, Redis prefix %s, logs in %s",
-		r.sim.URL(), r.fake.URL(), r.llmTime, r.db.Name, r.prefix, o.OutDir)
+		r.sim.URL(), r.fake.URL(), r.llmTime, cmp.Or(r.dbName, "(given)"), r.prefix, o.OutDir)
 	return nil
 }
 
@@ -378,16 +412,32 @@ func (r *runner) startDaemon(ctx context.Context, ws []slacksim.WorkspaceSpec, t
 			return 0, err
 		}
 		r.pprofAddr = addr
-		env = append(append([]string(nil), env...), "KONSTRUCT_BENCH_PPROF="+addr)
+		env = withEnv(env, "KONSTRUCT_BENCH_PPROF="+addr)
 	}
+	p, d, err := r.spawnDaemon(ctx, env, ws, timeout)
+	if p != nil {
+		r.daemon = p
+	}
+	return d, err
+}
+
+// spawnDaemon starts `konstruct run` with env and waits until every
+// workspace in ws has its sockets open (none: at once); the process is
+// stopped at the end of the run if nobody stopped it before.
+func (r *runner) spawnDaemon(ctx context.Context, env []string, ws []slacksim.WorkspaceSpec, timeout time.Duration) (*process, time.Duration, error) {
 	start := time.Now()
 	p, err := startProcess("konstruct run", []string{r.o.Binary, "run"}, env, "", r.logFile, nil)
 	if err != nil {
-		return 0, err
+		return nil, 0, err
 	}
-	r.daemon = p
 	r.defer_(func() { _ = p.stop(30 * time.Second) })
-	deadline := start.Add(timeout)
+	d, err := r.waitConnected(ctx, p, ws, start.Add(timeout))
+	return p, d, err
+}
+
+// waitConnected waits until every workspace in ws has its sockets open.
+func (r *runner) waitConnected(ctx context.Context, p *process, ws []slacksim.WorkspaceSpec, deadline time.Time) (time.Duration, error) {
+	start := time.Now()
 	for {
 		connected := 0
 		for _, w := range ws {
@@ -402,7 +452,7 @@ func (r *runner) startDaemon(ctx context.Context, ws []slacksim.WorkspaceSpec, t
 			return 0, fmt.Errorf("konstruct run exited: %w: %s", p.err, p.tail())
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return 0, fmt.Errorf("only %d of %d workspaces connected after %v", connected, len(ws), timeout)
+			return 0, fmt.Errorf("only %d of %d workspaces connected after %v", connected, len(ws), time.Since(start).Round(time.Millisecond))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -565,21 +615,11 @@ func truncate(s string, n int) string {
 
 // routed reads the router's decision count from the daemon's /metrics.
 func (r *runner) routed() float64 {
-	resp, err := httpGet(context.Background(), "http://"+r.httpAddr+"/metrics", 5*time.Second)
+	m, err := scrape(context.Background(), r.httpAddr)
 	if err != nil {
 		return 0
 	}
-	var sum float64
-	for line := range strings.SplitSeq(string(resp), "\n") {
-		if !strings.HasPrefix(line, "konstruct_route_outcomes_total") {
-			continue
-		}
-		if i := strings.LastIndexByte(line, ' '); i > 0 {
-			v, _ := strconv.ParseFloat(line[i+1:], 64)
-			sum += v
-		}
-	}
-	return sum
+	return sum(m, metricRouted)
 }
 
 func httpGet(ctx context.Context, url string, timeout time.Duration) ([]byte, error) {

@@ -51,6 +51,8 @@ func newBenchCmd(a *app) *cobra.Command {
 		rates    string
 		steps    string
 		jsonPath string
+		chaos    bool
+		co       bench.ChaosOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -60,7 +62,11 @@ func newBenchCmd(a *app) *cobra.Command {
 			"OpenAI-compatible LLM, with a private PostgreSQL database and Redis prefix (both removed at the end).\n" +
 			"Reports ack latency at several rates, time to visible feedback, pipeline overhead, the highest\n" +
 			"sustained answered rate, socket scale and peak RSS, beside a bare slack-go client and a Bolt for\n" +
-			"JavaScript app under the same load. Exits non-zero if any answer was duplicated or lost.",
+			"JavaScript app under the same load. Exits non-zero if any answer was duplicated or lost.\n\n" +
+			"--chaos runs the chaos run instead: a realistic mix (20 workspaces, 100 events/s, one post in ten a\n" +
+			"mention) through Slack's redeliveries, refresh disconnects and cut sockets, and a 30 s outage of a\n" +
+			"private redis-server (AOF) with a SIGKILL of the daemon inside it and a restart. Exits non-zero unless\n" +
+			"every mention was answered exactly once, no placeholder was left and no chatter was answered.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
@@ -72,6 +78,21 @@ func newBenchCmd(a *app) *cobra.Command {
 			}
 			if o.Binary, err = os.Executable(); err != nil {
 				return fmt.Errorf("bench: find this binary: %w", err)
+			}
+			if chaos {
+				co.Binary, co.AdminURL, co.OutDir, co.Progress = o.Binary, o.AdminURL, o.OutDir, a.stderr
+				co.Workspaces, co.LLMFirstToken, co.LLMTokenDelay = o.Workspaces, o.LLMFirstToken, o.LLMTokenDelay
+				rep, err := bench.Chaos(cmd.Context(), co, a.stdout)
+				if jsonPath != "" && !rep.Started.IsZero() {
+					if werr := writeJSON(jsonPath, rep); werr != nil {
+						fmt.Fprintln(a.stderr, "bench: write", jsonPath+":", werr)
+					}
+				}
+				if errors.Is(err, bench.ErrIntegrity) {
+					return fmt.Errorf("bench --chaos FAILED: %d of %d mentions answered once, %d duplicates, %d lost, %d stuck placeholders (see above)",
+						rep.AnsweredOnce, rep.Mentions, rep.Duplicates, rep.Lost, rep.Stuck)
+				}
+				return err
 			}
 			if o.BoltDir == "" {
 				// Next to the source when run from the repository.
@@ -94,7 +115,11 @@ func newBenchCmd(a *app) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.BoolVar(&o.Quick, "quick", false, "small phases: a run of well under a minute")
-	f.IntVar(&o.Workspaces, "workspaces", 0, "workspaces carrying the load (default 50; --quick 10)")
+	f.BoolVar(&chaos, "chaos", false, "run the chaos run (Slack faults, a Redis outage with a SIGKILL of the daemon) instead of the benchmark")
+	f.IntVar(&co.Rate, "chaos-rate", 0, "--chaos: envelopes/s over all workspaces (default 100)")
+	f.DurationVar(&co.Outage, "chaos-outage", 0, "--chaos: length of the Redis outage (default 30s; the daemon is killed halfway)")
+	f.BoolVar(&o.SkipDurable, "skip-durable", false, "skip the durable-ack phase (a daemon on a private redis-server, Redis answering and stopped)")
+	f.IntVar(&o.Workspaces, "workspaces", 0, "workspaces carrying the load (default 50; --quick 10; --chaos 20)")
 	f.StringVar(&rates, "rates", "", "ack phases in envelopes/s, comma-separated (default 500,2000,5000)")
 	f.DurationVar(&o.Phase, "phase", 0, "length of each ack and pipeline phase (default 5s)")
 	f.Float64Var(&o.MentionShare, "mention-share", 0, "share of posts in the ack phases that mention the bot (default 0.02)")
@@ -131,7 +156,7 @@ func intList(s string) ([]int, error) {
 	return out, nil
 }
 
-func writeJSON(path string, rep bench.Report) error {
+func writeJSON(path string, rep any) error {
 	b, err := json.MarshalIndent(rep, "", "  ")
 	if err != nil {
 		return err
