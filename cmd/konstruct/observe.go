@@ -9,7 +9,7 @@ import (
 
 // observeEvery is how often the daemon samples what /metrics reports
 // beyond the data path's own counters.
-const observeEvery = 5 * time.Second //nolint:unused // until Run starts observe (serve.go)
+const observeEvery = 5 * time.Second
 
 // observe publishes, every observeEvery until ctx ends, what the dashboard
 // and the alert rules (deploy/) read and no piece counts as it goes:
@@ -17,7 +17,6 @@ const observeEvery = 5 * time.Second //nolint:unused // until Run starts observe
 // by state, and the age of the oldest unfinished reply. Run starts it
 // with the other background loops.
 //
-//nolint:unused // until Run starts it: g.Go(func() error { d.observe(bg); return nil })
 func (d *daemonT) observe(ctx context.Context) {
 	t := time.NewTicker(observeEvery)
 	defer t.Stop()

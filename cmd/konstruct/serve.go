@@ -180,7 +180,9 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 				}
 			},
 			OnWorkspaces: func(ws []konstruct.Workspace) {
-				d.loaded.Store(true)
+				if !d.loaded.Swap(true) && len(ws) == 0 {
+					logger.Warn("no workspace to connect yet: add one with `konstruct workspace add --tenant ID|SLUG` (tokens from SLACK_APP_TOKEN and SLACK_BOT_TOKEN); this daemon connects within 10 s, no restart")
+				}
 				d.web.Set(ws)
 				d.router.InvalidateTenants()
 			},
@@ -287,6 +289,7 @@ func (d *daemonT) Run(ctx context.Context) error {
 		g.Go(func() error { d.watchQueue(bg); return nil })
 	}
 	g.Go(func() error { d.watchdog(bg); return nil })
+	g.Go(func() error { d.observe(bg); return nil })
 
 	if d.hooks.Ready != nil {
 		close(d.hooks.Ready)
