@@ -153,15 +153,8 @@ type Stats struct {
 // Stats reads the reply queue's size by state (all zero when it has never
 // been used).
 func (q *Queue) Stats(ctx context.Context) (Stats, error) {
-	info, err := q.insp.GetQueueInfo(q.keys.queue())
-	switch {
-	case errors.Is(err, asynq.ErrQueueNotFound):
-		return Stats{}, nil
-	case err != nil:
-		return Stats{}, unavailable("queue stats", err)
-	}
-	return Stats{Pending: info.Pending, Active: info.Active, Scheduled: info.Scheduled,
-		Retry: info.Retry, Archived: info.Archived, Completed: info.Completed}, nil
+	info, err := q.Info(ctx)
+	return info.Stats, err
 }
 
 // Purge deletes everything the install (or a demo, benchmark or test run)

@@ -16,7 +16,6 @@ const observeEvery = 5 * time.Second
 // whether Postgres and Redis answer, the gateway's workspaces and sockets
 // by state, and the age of the oldest unfinished reply. Run starts it
 // with the other background loops.
-//
 func (d *daemonT) observe(ctx context.Context) {
 	t := time.NewTicker(observeEvery)
 	defer t.Stop()
