@@ -85,6 +85,9 @@ func newEnv(t *testing.T, o envOpts) *env {
 		"KONSTRUCT_SECRET_KEY":           e.key,
 		"KONSTRUCT_HTTP_ADDR":            "127.0.0.1:0",
 		"KONSTRUCT_LOG_LEVEL":            "warn",
+		// Never the machine's /var/lib/konstruct; a daemon started with
+		// startDaemon or startRun gets a directory of its own.
+		"KONSTRUCT_STATE_DIR": t.TempDir(),
 	}
 	return e
 }
@@ -189,12 +192,10 @@ type testDaemon struct {
 // startDaemon builds and runs a daemon from vars, as `konstruct run` would.
 func startDaemon(t *testing.T, vars map[string]string, r roles, shutdown time.Duration) *testDaemon {
 	t.Helper()
-	if vars["KONSTRUCT_STATE_DIR"] == "" {
-		// Each daemon its own state directory (its intake spool), as two
-		// processes on one machine must have.
-		vars = maps.Clone(vars)
-		vars["KONSTRUCT_STATE_DIR"] = t.TempDir()
-	}
+	// Each daemon its own state directory (its intake spool), as two
+	// processes on one machine must have.
+	vars = maps.Clone(vars)
+	vars["KONSTRUCT_STATE_DIR"] = t.TempDir()
 	cfg, err := config.Load(config.Options{Getenv: func(k string) string { return vars[k] }})
 	if err != nil {
 		t.Fatal(err)

@@ -72,10 +72,8 @@ type asyncRun struct {
 
 func startRun(t *testing.T, vars map[string]string, args ...string) *asyncRun {
 	t.Helper()
-	if vars["KONSTRUCT_STATE_DIR"] == "" {
-		vars = maps.Clone(vars)
-		vars["KONSTRUCT_STATE_DIR"] = t.TempDir()
-	}
+	vars = maps.Clone(vars)
+	vars["KONSTRUCT_STATE_DIR"] = t.TempDir() // its own, as two processes must have
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &asyncRun{cancel: cancel, done: make(chan error, 1), stdout: &syncBuffer{}, stderr: &syncBuffer{}}
 	go func() {
