@@ -174,6 +174,13 @@ func (r *Router) routeRecord(ctx context.Context, rec konstruct.Record) bool {
 		if ctx.Err() != nil {
 			return false
 		}
+		if !retryable(err) {
+			// Trying again would meet the same refusal (Slack refusing the
+			// channel, an invalid message): say so once and let it go.
+			r.log.LogAttrs(ctx, slog.LevelError, "route message: refused for good", slog.String("error", err.Error()),
+				slog.String("team_id", msg.TeamID), slog.String("channel_id", msg.ChannelID), slog.String("ts", msg.TS))
+			return r.finish(ctx, rec.ID) == nil
+		}
 		r.cfg.Metrics.RouteRetry()
 		d := r.retryDelay(attempt)
 		r.log.LogAttrs(ctx, slog.LevelWarn, "route message: will try again", slog.String("error", err.Error()),
@@ -211,4 +218,18 @@ func (r *Router) logThrottled(what string, err error, n int) {
 	}
 	r.lastLog = time.Now()
 	r.log.Warn(what, "error", err, "failures", n+1)
+}
+
+// retryable reports whether routing again may get past err: an outage or
+// a rate limit may pass; a refusal (Slack's error code, an invalid
+// message, a token refused) will not.
+func retryable(err error) bool {
+	if konstruct.SlackCode(err) != "" {
+		return false
+	}
+	switch konstruct.ErrorCode(err) {
+	case konstruct.EINVALID, konstruct.ENOTFOUND, konstruct.EUNAUTHORIZED:
+		return false
+	}
+	return true
 }
