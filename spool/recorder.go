@@ -38,8 +38,8 @@ type RecorderConfig struct {
 // within the deadline, else in the spool; and replays the spool into Redis,
 // in order, once Redis answers again. While the spool holds anything, new
 // records go to the spool too, so that Redis receives them in the order
-// they came. Record and the replay steps take turns (one mutex), so the
-// order holds across them.
+// they came; the replay takes from the head while Record appends to the
+// tail, and only the switch back to Redis waits for Record (one mutex).
 type Recorder struct {
 	p   Primary
 	sp  *Spool
@@ -135,9 +135,13 @@ func (r *Recorder) replay(ctx context.Context) {
 	}
 }
 
+// replayStep moves one batch from the head of the spool into Redis. It
+// talks to Redis without holding r.mu: Record keeps appending to the
+// spool's tail meanwhile (the spool is not empty, or Redis is taken for
+// down), so the order holds and an ack never waits on a Redis that does not
+// answer. Only the switch back to Redis, once the spool is empty, is made
+// under r.mu, so that no record can slip into Redis ahead of a spooled one.
 func (r *Recorder) replayStep(ctx context.Context) (done bool, moved int, err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	entries, err := r.sp.Oldest(r.cfg.ReplayBatch)
 	if err != nil {
 		r.log.Error("read the intake spool", "error", err.Error())
@@ -148,6 +152,11 @@ func (r *Recorder) replayStep(ctx context.Context) (done bool, moved int, err er
 	if len(entries) == 0 {
 		if err := r.p.Ping(cctx); err != nil {
 			return true, 0, err
+		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.sp.Len() > 0 {
+			return false, 0, nil // Record spooled meanwhile: replay that first
 		}
 		if r.down.CompareAndSwap(true, false) {
 			r.log.Info("Redis answers again; intake records go to Redis")
