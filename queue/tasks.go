@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/konstruct/konstruct"
 )
@@ -185,7 +187,10 @@ func (q *Queue) Purge(ctx context.Context) error {
 			return unavailable("purge queue", err)
 		}
 	}
-	if err := q.insp.DeleteQueue(qn, true); err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
+	// After a crash the queue may still count tasks as active (their
+	// worker died): DeleteQueue refuses then; the unlink below removes
+	// their keys all the same.
+	if err := q.insp.DeleteQueue(qn, true); err != nil && !errors.Is(err, asynq.ErrQueueNotFound) && !strings.Contains(err.Error(), "active tasks") {
 		return unavailable("purge queue", err)
 	}
 	// What the Inspector cannot delete: the queue's lifetime and daily
@@ -195,29 +200,65 @@ func (q *Queue) Purge(ctx context.Context) error {
 	return q.unlinkMatching(ctx, "asynq:{"+qn+"}:*")
 }
 
-// unlinkMatching deletes the keys matching a SCAN pattern, in batches.
+// unlinkMatching deletes the keys matching a SCAN pattern, in batches:
+// one UNLINK per key, pipelined (a Cluster's keys of one batch may live in
+// several slots).
 func (q *Queue) unlinkMatching(ctx context.Context, pattern string) error {
-	iter := q.rdb.Scan(ctx, 0, pattern, 1000).Iterator()
 	var batch []string
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
-		err := q.rdb.Unlink(ctx, batch...).Err()
+		pipe := q.rdb.Pipeline()
+		for _, k := range batch {
+			pipe.Unlink(ctx, k)
+		}
+		_, err := pipe.Exec(ctx)
 		batch = batch[:0]
 		return err
 	}
-	for iter.Next(ctx) {
-		if batch = append(batch, iter.Val()); len(batch) == 1000 {
-			if err := flush(); err != nil {
-				return unavailable("purge", err)
-			}
+	err := q.scanKeys(ctx, pattern, func(k string) error {
+		if batch = append(batch, k); len(batch) == 1000 {
+			return flush()
 		}
-	}
-	if err := errors.Join(iter.Err(), flush()); err != nil {
+		return nil
+	})
+	if err := errors.Join(err, flush()); err != nil {
 		return unavailable("purge", err)
 	}
 	return nil
+}
+
+// scanKeys calls fn with each key matching a SCAN pattern: on every
+// master of a Cluster, else on the one server.
+func (q *Queue) scanKeys(ctx context.Context, pattern string, fn func(string) error) error {
+	scan := func(ctx context.Context, c *redis.Client) error {
+		iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
+		for iter.Next(ctx) {
+			if err := fn(iter.Val()); err != nil {
+				return err
+			}
+		}
+		return iter.Err()
+	}
+	switch c := q.rdb.(type) {
+	case *redis.ClusterClient:
+		var mu sync.Mutex // fn is called from one master at a time
+		return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+			mu.Lock()
+			defer mu.Unlock()
+			return scan(ctx, m)
+		})
+	case *redis.Client:
+		return scan(ctx, c)
+	}
+	iter := q.rdb.Scan(ctx, 0, pattern, 1000).Iterator()
+	for iter.Next(ctx) {
+		if err := fn(iter.Val()); err != nil {
+			return err
+		}
+	}
+	return iter.Err()
 }
 
 // asynqLogger sends asynq's logs to slog.
