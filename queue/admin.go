@@ -385,13 +385,12 @@ func (q *Queue) ListPrefixes(ctx context.Context, re *regexp.Regexp) ([]string, 
 	}
 	found := map[string]bool{}
 	scan := func(glob string, key func(string) string) error {
-		iter := q.rdb.Scan(ctx, 0, glob, 1000).Iterator()
-		for iter.Next(ctx) {
-			if p := re.FindString(key(iter.Val())); p != "" {
+		return q.scanKeys(ctx, glob, func(k string) error { // one call at a time
+			if p := re.FindString(key(k)); p != "" {
 				found[p] = true
 			}
-		}
-		return iter.Err()
+			return nil
+		})
 	}
 	asynqInner := func(k string) string { // asynq:{<queue>}:… → <queue>
 		k = strings.TrimPrefix(k, "asynq:{")

@@ -24,11 +24,12 @@ import (
 // backlog never sits in front of another tenant's question: the asynq
 // queue holds no more than the workers can start at once.
 //
-// Keys (keys.go): {p}fair:ring (tenants with waiting jobs, in turn order),
-// {p}fair:wait:{t} (a tenant's waiting posts, oldest first), {p}fair:jobs
-// (post → job), {p}fair:admitted (tenant|post → when admitted),
-// {p}fair:run (tenant → jobs admitted and not finished), {p}fair:workers
-// (process → capacity|expiry), and the dedupe key {p}{t}:task:{post}.
+// Keys (keys.go), all of hash tag {fair}: <p>{fair}:ring (tenants with
+// waiting jobs, in turn order), <p>{fair}:wait:<t> (a tenant's waiting
+// posts, oldest first), <p>{fair}:jobs (post → job), <p>{fair}:admitted
+// (tenant|post → when admitted), <p>{fair}:run (tenant → jobs admitted and
+// not finished), <p>{fair}:workers (process → capacity|expiry), and the
+// dedupe key <p>{fair}:task:<t>:<post>.
 
 // enqueueScript queues a job unless its post has one already.
 //
@@ -46,7 +47,8 @@ return 1`)
 // admitScript admits up to ARGV[4] jobs, fairly. It returns the admitted
 // posts' jobs.
 //
-//	KEYS: ring, admitted, run, jobs, workers; wait lists are {p}fair:wait:<t> (ARGV[5] is {p}fair:wait:)
+//	KEYS: ring, admitted, run, jobs, workers; wait lists are <p>{fair}:wait:<t>
+//	(ARGV[5] is <p>{fair}:wait:, of the same hash tag as the KEYS)
 //	ARGV: now ms, expired-before ms (admitted that long ago without finishing: dropped),
 //	      reserve (percent of the capacity kept for tenants with nothing running), max, wait prefix
 var admitScript = redis.NewScript(`

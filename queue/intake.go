@@ -12,7 +12,7 @@ import (
 	"github.com/konstruct/konstruct"
 )
 
-// The intake stream ({p}intake, keys.go) holds the records of envelopes
+// The intake stream (<p>intake, keys.go) holds the records of envelopes
 // the gateway acked, until the router's decision on each is durable. The
 // router reads it as a consumer group: each process is one consumer, and
 // records a consumer took and did not finish are taken over by another

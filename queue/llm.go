@@ -16,8 +16,8 @@ import (
 // fewer: when a slot frees while two tenants flood and a third asks, the
 // third gets it.
 //
-// Keys (keys.go): {p}llm:{provider}:held (tenant|holder → lease end) and
-// {p}llm:{provider}:wait (tenant → last seen waiting).
+// Keys (keys.go): <p>{llm:<provider>}:held (tenant|holder → lease end) and
+// <p>{llm:<provider>}:wait (tenant → last seen waiting).
 
 // slotScript tries to take a slot. KEYS: held, wait. ARGV: now ms, tenant,
 // holder id, slots, lease ms. It returns 1 when taken.

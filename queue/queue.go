@@ -18,7 +18,9 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,8 +32,28 @@ import (
 
 // Config configures a Queue. Zero values take the defaults noted.
 type Config struct {
-	// URL is redis.url (redis://, rediss:// or unix://).
+	// URL is redis.url (redis://, rediss:// or unix://). With Sentinel or
+	// Cluster its host is not used: its user, password, database number
+	// and TLS (rediss://) are those of the data nodes.
 	URL string
+	// SentinelMaster and SentinelAddrs (redis.sentinel.master, .addrs)
+	// put Redis behind Sentinel: the master is asked of the sentinels, and
+	// asked again after a failover. SentinelPassword (redis.sentinel.password)
+	// is the sentinels' own, when they require one.
+	SentinelMaster   string
+	SentinelAddrs    []string
+	SentinelPassword string
+	// ClusterAddrs (redis.cluster.addrs) are seed nodes of a Redis Cluster.
+	ClusterAddrs []string
+	// WaitReplicas (redis.wait_replicas) is how many replicas must confirm
+	// each write (Redis WAIT, on the connection that wrote) before it
+	// counts; a write fewer confirm within WaitTimeout fails, and its
+	// caller tries again. Replication is asynchronous: without it a
+	// failover may lose the last writes the old master took. Negative: the
+	// default, 1 with Sentinel, else 0. Not with Cluster.
+	WaitReplicas int
+	// WaitTimeout bounds a WAIT (default 1 s).
+	WaitTimeout time.Duration
 	// Prefix is redis.prefix: the start of every key and of the queue name.
 	Prefix string
 	// PoolSize is the connection pool (default 128: the router runs many
@@ -81,14 +103,40 @@ func (c Config) Validate() error {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, &konstruct.FieldError{Field: field, Reason: fmt.Sprintf(format, args...)})
 	}
+	switch {
+	case len(c.ClusterAddrs) > 0 && (c.SentinelMaster != "" || len(c.SentinelAddrs) > 0):
+		bad("cluster_addrs", "and redis.sentinel.* are both set: Redis is either behind Sentinel or a Cluster")
+	case c.SentinelMaster != "" && len(c.SentinelAddrs) == 0:
+		bad("sentinel_addrs", "is required with redis.sentinel.master: the sentinels' host:port, comma-separated")
+	case c.SentinelMaster == "" && len(c.SentinelAddrs) > 0:
+		bad("sentinel_master", "is required with redis.sentinel.addrs: the name of the master the sentinels monitor (e.g. mymaster)")
+	}
+	for _, a := range c.SentinelAddrs {
+		if !isHostPort(a) {
+			bad("sentinel_addrs", "must be host:port entries, comma-separated, got %q", a)
+		}
+	}
+	for _, a := range c.ClusterAddrs {
+		if !isHostPort(a) {
+			bad("cluster_addrs", "must be host:port entries, comma-separated, got %q", a)
+		}
+	}
+	if len(c.ClusterAddrs) > 0 && c.WaitReplicas > 0 {
+		bad("wait_replicas", "is not supported with redis.cluster.addrs (set it to 0)")
+	}
+	if strings.ContainsAny(c.Prefix, "{}") {
+		bad("prefix", "must not hold { or }: braces are Redis Cluster hash tags, which the key layout sets itself")
+	}
 	if c.URL == "" {
 		bad("url", "is required")
 	} else if u, err := url.Parse(c.URL); err != nil {
 		bad("url", "is not a valid URL")
 	} else if u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix" {
 		bad("url", "must be a redis:// URL, got %q", u.Redacted())
-	} else if _, err := redis.ParseURL(c.URL); err != nil {
+	} else if opt, err := redis.ParseURL(c.URL); err != nil {
 		bad("url", "is not a Redis URL (%s)", redactErr(err, u))
+	} else if len(c.ClusterAddrs) > 0 && opt.DB != 0 {
+		bad("url", "names database %d: a Redis Cluster has only database 0 (with redis.cluster.addrs, redis.url gives the user, password and TLS only)", opt.DB)
 	}
 	if c.RatePerMinute < 0 {
 		bad("rate_per_minute", "must be at least 1, got %d", c.RatePerMinute)
@@ -110,6 +158,16 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// isHostPort reports whether s is host:port with a numeric port.
+func isHostPort(s string) bool {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" {
+		return false
+	}
+	_, err = strconv.ParseUint(port, 10, 16)
+	return err == nil
+}
+
 // redactErr is err's text without the URL's password, should it echo it.
 func redactErr(err error, u *url.URL) string {
 	msg := err.Error()
@@ -129,6 +187,13 @@ func (c Config) withDefaults() Config {
 	c.OrphanAfter = cmp.Or(c.OrphanAfter, time.Minute)
 	c.TaskCheckInterval = cmp.Or(c.TaskCheckInterval, 10*time.Millisecond)
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 20*time.Second)
+	c.WaitTimeout = cmp.Or(c.WaitTimeout, time.Second)
+	if c.WaitReplicas < 0 {
+		c.WaitReplicas = 0
+		if c.SentinelMaster != "" {
+			c.WaitReplicas = 1
+		}
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -151,7 +216,9 @@ type Queue struct {
 	tiers   map[string]SlackTier
 }
 
-// Open connects (lazily: the first command dials) to the Redis of cfg.
+// Open connects (lazily: the first command dials) to the Redis of cfg:
+// one server (URL), a master behind Sentinel (SentinelMaster), or a
+// Cluster (ClusterAddrs). asynq runs on the same client.
 func Open(cfg Config) (*Queue, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -162,8 +229,34 @@ func Open(cfg Config) (*Queue, error) {
 		return nil, fmt.Errorf("redis url: %w", err)
 	}
 	opt.PoolSize = max(opt.PoolSize, cfg.PoolSize)
-	return newQueue(cfg, redis.NewClient(opt)), nil
+	var rdb redis.UniversalClient
+	switch {
+	case len(cfg.ClusterAddrs) > 0:
+		rdb = redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs: cfg.ClusterAddrs, Username: opt.Username, Password: opt.Password, TLSConfig: opt.TLSConfig,
+			PoolSize: opt.PoolSize, DialTimeout: opt.DialTimeout, ReadTimeout: opt.ReadTimeout, WriteTimeout: opt.WriteTimeout,
+		})
+	case cfg.SentinelMaster != "":
+		rdb = redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName: cfg.SentinelMaster, SentinelAddrs: cfg.SentinelAddrs, SentinelPassword: cfg.SentinelPassword,
+			Username: opt.Username, Password: opt.Password, DB: opt.DB, TLSConfig: opt.TLSConfig,
+			PoolSize: opt.PoolSize, DialTimeout: opt.DialTimeout, ReadTimeout: opt.ReadTimeout, WriteTimeout: opt.WriteTimeout,
+		})
+	default:
+		rdb = redis.NewClient(opt)
+	}
+	if cfg.WaitReplicas > 0 {
+		rdb.AddHook(&replicaWait{rdb: rdb, n: cfg.WaitReplicas, timeout: cfg.WaitTimeout})
+	}
+	for _, h := range testHooks {
+		rdb.AddHook(h)
+	}
+	return newQueue(cfg, rdb), nil
 }
+
+// testHooks are added to every client Open makes (the queue's tests add a
+// check of the key layout's hash slots, export_test.go).
+var testHooks []redis.Hook
 
 func newQueue(cfg Config, rdb redis.UniversalClient) *Queue {
 	q := &Queue{

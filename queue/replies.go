@@ -22,7 +22,7 @@ const cleanupAfter = 10 * time.Second
 // of its reply; a held lease is extended every LockTTL/3.
 const LockTTL = 45 * time.Second
 
-// replyHash is the reply state as a Redis hash (keys.go: {p}{t}:reply:…).
+// replyHash is the reply state as a Redis hash (keys.go: <p>{<t>}:reply:…).
 type replyHash struct {
 	Stage         string `redis:"stage"`
 	ThreadTS      string `redis:"thread_ts"`
@@ -77,23 +77,39 @@ func (q *Queue) LoadReply(ctx context.Context, post konstruct.Post) (st konstruc
 	return st, true, nil
 }
 
+// saveScript writes fields of a reply's hash and refreshes its TTL.
+//
+//	KEYS: reply; ARGV: ttl ms, then field, value, …
+var saveScript = redis.NewScript(`
+redis.call("HSET", KEYS[1], unpack(ARGV, 2))
+redis.call("PEXPIRE", KEYS[1], ARGV[1])
+return 1`)
+
 // SaveReply writes the whole state of a reply (only the lease holder
 // writes), and refreshes its TTL.
+//
+// The reply's hash and the janitor's index are keys of different hash
+// slots (keys.go), written one after the other, in the order that leaves
+// nothing undone after a crash between the two: a reply done with a
+// placeholder still to delete is indexed (the janitor comes back for it)
+// before it is marked done; a reply done is marked before it leaves the
+// index (a janitor that still finds it sees it done and drops it).
 func (q *Queue) SaveReply(ctx context.Context, st konstruct.ReplyState) error {
-	key := q.keys.reply(st.Post)
-	pipe := q.rdb.TxPipeline()
-	pipe.HSet(ctx, key, replyFields(st)...)
-	pipe.Expire(ctx, key, q.cfg.ReplyTTL)
-	switch {
-	case st.Stage == konstruct.StageDone && len(st.Cleanup) == 0:
-		pipe.ZRem(ctx, q.keys.inflight(), st.Post.String())
-	case st.Stage == konstruct.StageDone:
+	done := st.Stage == konstruct.StageDone
+	if done && len(st.Cleanup) > 0 {
 		// Answered; a replaced placeholder is still to be deleted: the
 		// janitor comes back for it soon.
-		pipe.ZAdd(ctx, q.keys.inflight(), redis.Z{Score: float64(q.cfg.Now().Add(cleanupAfter).UnixMilli()), Member: st.Post.String()})
+		if err := q.rdb.ZAdd(ctx, q.keys.inflight(), redis.Z{Score: float64(q.cfg.Now().Add(cleanupAfter).UnixMilli()), Member: st.Post.String()}).Err(); err != nil {
+			return unavailable("write reply state", err)
+		}
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	if err := saveScript.Run(ctx, q.rdb, []string{q.keys.reply(st.Post)}, append([]any{q.cfg.ReplyTTL.Milliseconds()}, replyFields(st)...)...).Err(); err != nil {
 		return unavailable("write reply state", err)
+	}
+	if done && len(st.Cleanup) == 0 {
+		if err := q.rdb.ZRem(ctx, q.keys.inflight(), st.Post.String()).Err(); err != nil {
+			return unavailable("write reply state", err)
+		}
 	}
 	return nil
 }
@@ -122,16 +138,19 @@ func replyFields(st konstruct.ReplyState) []any {
 // recorded already, and returns the one that holds: two deliveries that
 // each posted one keep the first, and the other is theirs to delete.
 func (q *Queue) ClaimPlaceholder(ctx context.Context, post konstruct.Post, ts string) (string, error) {
-	key := q.keys.reply(post)
-	pipe := q.rdb.TxPipeline()
-	pipe.HSetNX(ctx, key, "placeholder_ts", ts)
-	get := pipe.HGet(ctx, key, "placeholder_ts")
-	pipe.Expire(ctx, key, q.cfg.ReplyTTL)
-	if _, err := pipe.Exec(ctx); err != nil {
+	held, err := claimPlaceholderScript.Run(ctx, q.rdb, []string{q.keys.reply(post)}, ts, q.cfg.ReplyTTL.Milliseconds()).Text()
+	if err != nil {
 		return "", unavailable("write reply state", err)
 	}
-	return get.Val(), nil
+	return held, nil
 }
+
+// claimPlaceholderScript: KEYS: reply; ARGV: ts, ttl ms. It returns the
+// placeholder that holds.
+var claimPlaceholderScript = redis.NewScript(`
+redis.call("HSETNX", KEYS[1], "placeholder_ts", ARGV[1])
+redis.call("PEXPIRE", KEYS[1], ARGV[2])
+return redis.call("HGET", KEYS[1], "placeholder_ts")`)
 
 // Lease is the exclusive right to write one reply. While held it is
 // extended in the background and, once Track was called, the reply's
@@ -260,24 +279,36 @@ func (q *Queue) Reschedule(ctx context.Context, post konstruct.Post, at time.Tim
 // has a state already, puts the reply in the janitor's index (due after
 // OrphanAfter, unless a worker's heartbeat pushes it back), and returns the
 // state that holds.
+//
+// The state is written first, then indexed (keys of different hash slots):
+// the router routes the record again until this returned, and a janitor
+// that finds an index entry without a state drops it.
 func (q *Queue) BeginReply(ctx context.Context, st konstruct.ReplyState) (konstruct.ReplyState, error) {
-	key := q.keys.reply(st.Post)
 	if st.Started.IsZero() {
 		st.Started = q.cfg.Now()
 	}
 	f := replyFields(st)
-	pipe := q.rdb.TxPipeline()
+	args := []any{q.cfg.ReplyTTL.Milliseconds()}
 	for i := 0; i+1 < len(f); i += 2 {
 		if v, _ := f[i+1].(string); v == "" && f[i] != "started" {
 			continue
 		}
-		pipe.HSetNX(ctx, key, f[i].(string), f[i+1])
+		args = append(args, f[i], f[i+1])
 	}
-	pipe.Expire(ctx, key, q.cfg.ReplyTTL)
-	pipe.ZAddNX(ctx, q.keys.inflight(), redis.Z{Score: float64(q.cfg.Now().Add(q.cfg.OrphanAfter).UnixMilli()), Member: st.Post.String()})
-	if _, err := pipe.Exec(ctx); err != nil {
+	if err := beginScript.Run(ctx, q.rdb, []string{q.keys.reply(st.Post)}, args...).Err(); err != nil {
+		return st, unavailable("begin reply", err)
+	}
+	if err := q.rdb.ZAddNX(ctx, q.keys.inflight(), redis.Z{Score: float64(q.cfg.Now().Add(q.cfg.OrphanAfter).UnixMilli()), Member: st.Post.String()}).Err(); err != nil {
 		return st, unavailable("begin reply", err)
 	}
 	got, _, err := q.LoadReply(ctx, st.Post)
 	return got, err
 }
+
+// beginScript sets the fields a reply's hash does not have yet.
+//
+//	KEYS: reply; ARGV: ttl ms, then field, value, …
+var beginScript = redis.NewScript(`
+for i = 2, #ARGV, 2 do redis.call("HSETNX", KEYS[1], ARGV[i], ARGV[i+1]) end
+redis.call("PEXPIRE", KEYS[1], ARGV[1])
+return 1`)

@@ -82,13 +82,13 @@ func (q *Queue) TakeSlack(ctx context.Context, teamID, channelID, method string,
 	if !ok {
 		return 0, nil
 	}
-	scope := teamID
+	scope := ""
 	if tier.PerChannel {
-		scope += ":" + channelID
+		scope = channelID
 	}
 	now := q.cfg.Now().UnixMilli()
 	interval := int64(math.Ceil(60000 / tier.PerMinute))
-	res, err := budgetScript.Run(ctx, q.rdb, []string{q.keys.slackBudget(method, scope), q.keys.slackPause(method, teamID)},
+	res, err := budgetScript.Run(ctx, q.rdb, []string{q.keys.slackBudget(method, teamID, scope), q.keys.slackPause(method, teamID)},
 		now, interval, tier.Burst, reserveFor(p, tier.Burst)).Int64Slice()
 	if err != nil {
 		return 0, unavailable("slack budget", err)
