@@ -337,8 +337,8 @@ func TestRouteRateLimit(t *testing.T) {
 		t.Errorf("thread ephemeral %q", e)
 	}
 	// Keys live under the prefix, namespaced by tenant; none is left outside.
-	if n, _ := u.redis.Client.Exists(ctx, u.redis.Prefix+tenant+":ratelimit:C1").Result(); n != 1 {
-		t.Error("rate limit key not under {prefix}{tenant}:ratelimit:")
+	if n, _ := u.redis.Client.Exists(ctx, u.redis.Prefix+"{"+tenant+"}:ratelimit:C1").Result(); n != 1 {
+		t.Error("rate limit key not under <prefix>{<tenant>}:ratelimit:")
 	}
 	if keys, _ := u.redis.Client.Keys(ctx, "rate:"+u.redis.Prefix+"*").Result(); len(keys) > 0 {
 		t.Errorf("keys outside the prefix: %v", keys)
@@ -447,7 +447,7 @@ func TestRouteAgainIsIdempotent(t *testing.T) {
 		}
 		// The dedupe claim of the post is gone (Redis lost it); the reply
 		// state and the task id still hold.
-		u.redis.Client.Del(ctxT(t), u.redis.Prefix+tenant+":post:"+team+":"+m.ChannelID+":"+m.TS)
+		u.redis.Client.Del(ctxT(t), u.redis.Prefix+"{"+tenant+"}:post:"+team+":"+m.ChannelID+":"+m.TS)
 		if got, _ := u.route(ctxT(t), m2); got != router.Duplicate {
 			t.Fatalf("Route = %q", got)
 		}
