@@ -23,6 +23,10 @@ type RedisServer struct {
 	Port int
 	// URL is redis://127.0.0.1:<port>/0.
 	URL string
+	// Addr is 127.0.0.1:<port>.
+	Addr string
+
+	args []string // after the defaults: they win
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -31,20 +35,35 @@ type RedisServer struct {
 // StartRedisServer starts a private redis-server with AOF persistence.
 func StartRedisServer(t testing.TB) *RedisServer {
 	t.Helper()
+	return startRedisServer(t)
+}
+
+// startRedisServer starts a redis-server whose arguments, after the
+// defaults of StartRedisServer, are args (a replica's --replicaof, a
+// cluster node's --cluster-enabled yes).
+func startRedisServer(t testing.TB, args ...string) *RedisServer {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Skip("redis-server is not installed: this test needs a Redis of its own that it may stop (apt-get install redis-server)")
 	}
+	port := freePort(t)
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	s := &RedisServer{t: t, bin: bin, dir: t.TempDir(), Port: port, URL: "redis://" + addr + "/0", Addr: addr, args: args}
+	s.Start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// freePort is a loopback TCP port nobody listens on now.
+func freePort(t testing.TB) int {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	_ = ln.Close()
-	s := &RedisServer{t: t, bin: bin, dir: t.TempDir(), Port: port, URL: "redis://127.0.0.1:" + strconv.Itoa(port) + "/0"}
-	s.Start()
-	t.Cleanup(s.Stop)
-	return s
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // Start starts the server (again), with the data it persisted, and waits
@@ -56,8 +75,9 @@ func (s *RedisServer) Start() {
 	if s.cmd != nil {
 		return
 	}
-	cmd := exec.Command(s.bin, "--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--save", "",
-		"--appendonly", "yes", "--appendfsync", "always", "--dir", s.dir, "--loglevel", "warning")
+	args := append([]string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "yes", "--appendfsync", "always", "--dir", s.dir, "--loglevel", "warning"}, s.args...)
+	cmd := exec.Command(s.bin, args...)
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("testenv: start redis-server: %v", err)
 	}
@@ -77,6 +97,13 @@ func (s *RedisServer) Start() {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Running reports whether the server was started and not stopped.
+func (s *RedisServer) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd != nil
 }
 
 // Stop kills the server (SIGKILL: what it had not persisted is lost, as
