@@ -161,10 +161,17 @@ type posted struct {
 
 // post makes post i of a phase over the target's workspaces, round-robin:
 // every mentionEvery-th one (0: none) mentions the bot, the rest is chatter.
+// The mentions are spread over every workspace: workspace i%n mentions the
+// bot in one round of mentionEvery, each workspace in another round (a plain
+// i%mentionEvery would put every mention in the workspaces whose index is a
+// multiple of gcd(n, mentionEvery) — with 50 workspaces and every 50th post,
+// all of them in the first, where Slack's per-channel budget then paces the
+// answers at one a second).
 func (r *runner) post(tgt *target, phase string, i, mentionEvery int) (posted, error) {
-	ws := tgt.ws[i%len(tgt.ws)]
-	user := ws.UserIDs[i%len(ws.UserIDs)]
-	if mentionEvery > 0 && i%mentionEvery == 0 {
+	n := len(tgt.ws)
+	ws, round := tgt.ws[i%n], i/n
+	user := ws.UserIDs[round%len(ws.UserIDs)]
+	if mentionEvery > 0 && (round+i%n)%mentionEvery == 0 {
 		at := time.Now()
 		ts, err := r.sim.Mention(ws.TeamID, ws.GeneralChannelID, user, fmt.Sprintf("bench question %d from %s", i, phase), "")
 		if err != nil {
