@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"maps"
 	"net/http"
 	"runtime"
 	"slices"
@@ -71,9 +72,17 @@ type ManagerConfig struct {
 	// Normalizers is how many goroutines decode envelopes into messages
 	// and classify them (default GOMAXPROCS, at least 2).
 	Normalizers int
-	Logger      *slog.Logger
-	Metrics     *metrics.Metrics
-	HTTPClient  *http.Client
+	// Leases, when set, share the apps' sockets with the install's other
+	// gateways (shard.go): each app is held by up to two gateways, never by
+	// more than Slack's 10 sockets allow. nil: this gateway connects every
+	// app (one gateway per install).
+	Leases Leases
+	// GatewayID names this gateway among the others (default
+	// hostname:pid:random).
+	GatewayID  string
+	Logger     *slog.Logger
+	Metrics    *metrics.Metrics
+	HTTPClient *http.Client
 }
 
 // SocketState is the state of one workspace's sockets, for /readyz.
@@ -100,6 +109,7 @@ type Manager struct {
 	cfg    ManagerConfig
 	log    *slog.Logger
 	intake *intake
+	shard  *shard // nil without Leases
 
 	trigger chan struct{}
 	running atomic.Bool // Run was called
@@ -161,6 +171,9 @@ func NewManager(cfg ManagerConfig) *Manager {
 		trigger: make(chan struct{}, 1),
 	}
 	m.intake = newIntake(m)
+	if cfg.Leases != nil {
+		m.shard = newShard(m, cfg.Leases, cfg.GatewayID)
+	}
 	return m
 }
 
@@ -190,6 +203,10 @@ func (m *Manager) Run(ctx context.Context) error {
 	apps := map[string]*appGroup{}
 	ticker := time.NewTicker(m.cfg.ReconcileEvery)
 	defer ticker.Stop()
+	var sharding sync.WaitGroup
+	if m.shard != nil {
+		sharding.Go(func() { m.shard.run(ctx) })
+	}
 	for {
 		m.reconcile(ctx, sockCtx, apps)
 		select {
@@ -200,6 +217,10 @@ func (m *Manager) Run(ctx context.Context) error {
 				g.stop()
 			}
 			m.wg.Wait()
+			sharding.Wait()
+			if m.shard != nil {
+				m.shard.leave() // the sockets are closed: the others take over
+			}
 			<-m.intake.committed // bounded by the last Record's timeout
 			m.setStates(nil)
 			m.log.Info("gateway stopped")
@@ -240,6 +261,14 @@ func (m *Manager) reconcile(ctx, sockCtx context.Context, apps map[string]*appGr
 			continue
 		}
 		want[w.AppToken] = append(want[w.AppToken], w)
+	}
+	if m.shard != nil {
+		m.shard.update(ctx, slices.Collect(maps.Keys(want)))
+		for tok := range want {
+			if !m.shard.allowed(tok) {
+				delete(want, tok) // another gateway holds it
+			}
+		}
 	}
 
 	for tok, g := range apps {
@@ -292,6 +321,24 @@ func (m *Manager) setStates(apps map[string]*appGroup) {
 	m.statesMu.Lock()
 	m.groups = list
 	m.statesMu.Unlock()
+}
+
+// readyApps reports, per app token running here, whether one of its
+// sockets is up.
+func (m *Manager) readyApps() map[string]bool {
+	m.statesMu.Lock()
+	groups := m.groups
+	m.statesMu.Unlock()
+	out := make(map[string]bool, len(groups))
+	for _, g := range groups {
+		for _, s := range g.slots {
+			if s.connected.Load() {
+				out[g.token] = true
+				break
+			}
+		}
+	}
+	return out
 }
 
 // States reports, per workspace, how many of its sockets are connected.

@@ -3,12 +3,17 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -191,15 +196,21 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 				out, skip := router.Prefilter(m)
 				return string(out), skip
 			},
+			// Several gateways share the apps' sockets within Slack's 10
+			// per app (bot/shard.go).
+			Leases:     d.queue,
 			Logger:     logger,
 			Metrics:    d.metrics,
 			HTTPClient: d.hooks.HTTPClient,
 		})
-		host, _ := os.Hostname()
+		consumer, err := consumerName(cfg.StateDir)
+		if err != nil {
+			return nil, err
+		}
 		d.router = router.New(router.Config{
 			// One consumer of the intake per process, the same after a
 			// restart: what it had taken, it finishes first.
-			Consumer: cmp.Or(host, "konstruct") + ":" + portOf(d.httpLn.Addr()),
+			Consumer: consumer,
 			Logger:   logger,
 			Metrics:  d.metrics,
 		}, router.Deps{
@@ -241,9 +252,27 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 	return d, nil
 }
 
-func portOf(a net.Addr) string {
-	_, port, _ := net.SplitHostPort(a.String())
-	return port
+// consumerName names this process among the intake's readers: the host
+// and an id kept in its state directory. The spool holds that directory
+// for one process at a time, so the name is this process's alone — on
+// this machine and any other, whatever their hostnames and ports — and the
+// same after a restart, which then finishes first what it had taken.
+func consumerName(stateDir string) (string, error) {
+	path := filepath.Join(stateDir, "instance-id")
+	b, err := os.ReadFile(path)
+	id := strings.TrimSpace(string(b))
+	if errors.Is(err, os.ErrNotExist) || (err == nil && id == "") {
+		var buf [6]byte
+		_, _ = rand.Read(buf[:])
+		id = hex.EncodeToString(buf[:])
+		if err = os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+			return "", fmt.Errorf("state_dir: %w", err)
+		}
+	} else if err != nil {
+		return "", fmt.Errorf("state_dir: %w", err)
+	}
+	host, _ := os.Hostname()
+	return cmp.Or(host, "konstruct") + ":" + id, nil
 }
 
 // Run runs every piece until ctx ends, then stops them in order: sockets
