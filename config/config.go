@@ -59,10 +59,29 @@ type Config struct {
 		MigrateURL string `mapstructure:"migrate_url"`
 	} `mapstructure:"database"`
 	Redis struct {
+		// URL is one Redis; with Sentinel or Cluster, its user, password,
+		// database and TLS (rediss://) are the data nodes' and its host is
+		// not used.
 		URL string `mapstructure:"url"`
 		// Prefix is prepended to every Redis key and asynq queue name; it lets
 		// several installs (or test runs) share one Redis.
 		Prefix string `mapstructure:"prefix"`
+		// Sentinel puts Redis behind Sentinel (takes precedence over url):
+		// the master's name, the sentinels' host:port (comma-separated in
+		// the environment), and the sentinels' own password if they
+		// require one.
+		Sentinel struct {
+			Master   string   `mapstructure:"master"`
+			Addrs    []string `mapstructure:"addrs"`
+			Password string   `mapstructure:"password"`
+		} `mapstructure:"sentinel"`
+		// Cluster is a Redis Cluster's seed nodes (takes precedence over url).
+		Cluster struct {
+			Addrs []string `mapstructure:"addrs"`
+		} `mapstructure:"cluster"`
+		// WaitReplicas is how many replicas must confirm each write before
+		// it counts (-1, the default: 1 with Sentinel, else 0).
+		WaitReplicas int `mapstructure:"wait_replicas"`
 	} `mapstructure:"redis"`
 	Slack struct {
 		APIURL                  string `mapstructure:"api_url"`
@@ -145,6 +164,11 @@ var defaults = map[string]any{
 	"database.migrate_url":            "",
 	"redis.url":                       "redis://127.0.0.1:6379/0",
 	"redis.prefix":                    "",
+	"redis.sentinel.master":           "",
+	"redis.sentinel.addrs":            []string{},
+	"redis.sentinel.password":         "",
+	"redis.cluster.addrs":             []string{},
+	"redis.wait_replicas":             -1,
 	"slack.api_url":                   "https://slack.com/api/",
 	"slack.connections_per_workspace": 2,
 	"llm.base_url":                    "http://127.0.0.1:11434/v1/",
@@ -259,7 +283,7 @@ func Load(opts Options) (*Config, error) {
 			}
 		}
 		if val, ok := lookup(getenv, EnvName(k)); ok {
-			if k == "secret_key_previous" {
+			if _, list := defaults[k].([]string); list {
 				v.Set(k, splitList(val))
 			} else {
 				v.Set(k, val)
@@ -367,6 +391,16 @@ func splitList(s string) []string {
 	return out
 }
 
+// trimList drops the blanks around and between list entries (a file may
+// give "a:1, b:2" as one string).
+func trimList(list []string) []string {
+	var out []string
+	for _, item := range list {
+		out = append(out, splitList(item)...)
+	}
+	return out
+}
+
 func flagName(key string) string {
 	return strings.NewReplacer(".", "-", "_", "-").Replace(key)
 }
@@ -408,12 +442,12 @@ func (c *Config) Validate(parts ...Part) error {
 		case NeedDatabase:
 			if c.Database.URL == "" {
 				bad("database.url", "is required: a postgres:// URL for the runtime role")
-			} else if err := checkURL(c.Database.URL, "postgres", "postgresql"); err != nil {
+			} else if err := checkPostgresURL(c.Database.URL); err != nil {
 				bad("database.url", err.Error())
 			}
 			// migrate_url defaults to url: a bad url is reported once.
 			if c.Database.MigrateURL != "" && c.Database.MigrateURL != c.Database.URL {
-				if err := checkURL(c.Database.MigrateURL, "postgres", "postgresql"); err != nil {
+				if err := checkPostgresURL(c.Database.MigrateURL); err != nil {
 					bad("database.migrate_url", err.Error())
 				}
 			}
@@ -429,7 +463,12 @@ func (c *Config) Validate(parts ...Part) error {
 				}
 			}
 		case NeedRedis:
-			errs = append(errs, keyed(c.Queue().Validate(), map[string]string{"url": "redis.url"})...)
+			errs = append(errs, keyed(c.Queue().Validate(), map[string]string{
+				"url": "redis.url", "prefix": "redis.prefix", "sentinel_master": "redis.sentinel.master",
+				"sentinel_addrs": "redis.sentinel.addrs", "cluster_addrs": "redis.cluster.addrs", "wait_replicas": "redis.wait_replicas"})...)
+			if c.Redis.WaitReplicas < -1 {
+				bad("redis.wait_replicas", fmt.Sprintf("must be 0 or more, got %d", c.Redis.WaitReplicas))
+			}
 		case NeedSlack:
 			if err := checkURL(c.Slack.APIURL, "http", "https"); err != nil {
 				bad("slack.api_url", err.Error())
@@ -505,8 +544,11 @@ func (c *Config) Validate(parts ...Part) error {
 
 // Queue is the Redis side: redis.*, ratelimit.*, threads.*.
 func (c *Config) Queue() queue.Config {
-	qc := queue.Config{URL: c.Redis.URL, Prefix: c.Redis.Prefix, RatePerMinute: c.RateLimit.PerMinute,
-		RatePerUserPerMinute: c.RateLimit.PerUserPerMinute, EngagedTTL: c.Threads.EngagedTTL}
+	r := c.Redis
+	qc := queue.Config{URL: r.URL, Prefix: r.Prefix, RatePerMinute: c.RateLimit.PerMinute,
+		RatePerUserPerMinute: c.RateLimit.PerUserPerMinute, EngagedTTL: c.Threads.EngagedTTL,
+		SentinelMaster: strings.TrimSpace(r.Sentinel.Master), SentinelAddrs: trimList(r.Sentinel.Addrs),
+		SentinelPassword: r.Sentinel.Password, ClusterAddrs: trimList(r.Cluster.Addrs), WaitReplicas: r.WaitReplicas}
 	for _, r := range c.Slack.RateLimits {
 		if qc.SlackTiers == nil {
 			qc.SlackTiers = map[string]queue.SlackTier{}
@@ -616,6 +658,49 @@ func checkURL(raw string, schemes ...string) error {
 		}
 	}
 	return fmt.Errorf("must be a %s:// URL, got %q", schemes[0], konstruct.Redact(raw))
+}
+
+// checkPostgresURL checks a postgres:// URL, which may name several hosts
+// (postgres://user@h1:5432,h2:5432/db?target_session_attrs=read-write, a
+// form net/url does not parse when a port is not last).
+func checkPostgresURL(raw string) error {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok || (scheme != "postgres" && scheme != "postgresql") {
+		return checkURL(raw, "postgres", "postgresql")
+	}
+	authority, _, _ := strings.Cut(rest, "/")
+	authority, _, _ = strings.Cut(authority, "?")
+	if i := strings.LastIndex(authority, "@"); i >= 0 {
+		authority = authority[i+1:]
+	}
+	if authority == "" {
+		return fmt.Errorf("must name a host, got %q", konstruct.Redact(raw))
+	}
+	for _, hp := range strings.Split(authority, ",") {
+		host, port := hp, ""
+		if strings.HasPrefix(hp, "[") { // [::1]:5432
+			if end := strings.Index(hp, "]"); end > 0 {
+				host, port = hp[:end+1], strings.TrimPrefix(hp[end+1:], ":")
+			}
+		} else if h, p, found := strings.Cut(hp, ":"); found {
+			host, port = h, p
+		}
+		if host == "" {
+			return fmt.Errorf("names an empty host in %q", konstruct.Redact(raw))
+		}
+		if port != "" {
+			if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+				return fmt.Errorf("names host %s with port %q, not a number", host, port)
+			}
+		}
+	}
+	// The rest as a URL with the first host alone (net/url checks the
+	// query and escapes).
+	first := strings.Split(authority, ",")[0]
+	if _, err := url.Parse(scheme + "://" + strings.Replace(rest, authority, first, 1)); err != nil {
+		return errors.New("is not a valid URL")
+	}
+	return nil
 }
 
 func checkKey(k string) error {

@@ -214,3 +214,107 @@ func TestUnknownKeysListed(t *testing.T) {
 		t.Errorf("Unknown = %q", got)
 	}
 }
+
+// TestRedisTopologies: Redis behind Sentinel or a Cluster from the
+// environment (lists comma-separated) or the file, Sentinel and Cluster
+// over redis.url, and errors that name the key.
+func TestRedisTopologies(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load(Options{Getenv: env(map[string]string{
+		"KONSTRUCT_REDIS_URL":               "redis://:datapw@ignored:6379/2",
+		"KONSTRUCT_REDIS_SENTINEL_MASTER":   "mymaster",
+		"KONSTRUCT_REDIS_SENTINEL_ADDRS":    "10.0.0.1:26379, 10.0.0.2:26379,10.0.0.3:26379",
+		"KONSTRUCT_REDIS_SENTINEL_PASSWORD": "sentinelpw",
+	})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := cfg.Queue()
+	if q.SentinelMaster != "mymaster" || strings.Join(q.SentinelAddrs, " ") != "10.0.0.1:26379 10.0.0.2:26379 10.0.0.3:26379" ||
+		q.SentinelPassword != "sentinelpw" || q.WaitReplicas != -1 || q.URL != "redis://:datapw@ignored:6379/2" {
+		t.Errorf("sentinel from the environment: %+v", q)
+	}
+	if err := cfg.Validate(NeedRedis); err != nil {
+		t.Errorf("valid sentinel config refused: %v", err)
+	}
+
+	file := filepath.Join(t.TempDir(), "k.yaml")
+	if err := os.WriteFile(file, []byte("redis:\n  cluster:\n    addrs: [n1:7000, n2:7000]\n  wait_replicas: 0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err = Load(Options{Path: file, Getenv: env(map[string]string{"KONSTRUCT_REDIS_CLUSTER_ADDRS": "c1:7000,c2:7000,c3:7000"})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := cfg.Queue(); strings.Join(q.ClusterAddrs, " ") != "c1:7000 c2:7000 c3:7000" || q.WaitReplicas != 0 {
+		t.Errorf("cluster: env over file: %+v", q)
+	}
+
+	for _, tc := range []struct {
+		name string
+		vars map[string]string
+		want []string // each in the error
+	}{
+		{"master without sentinels", map[string]string{"KONSTRUCT_REDIS_SENTINEL_MASTER": "m"},
+			[]string{"redis.sentinel.addrs", "KONSTRUCT_REDIS_SENTINEL_ADDRS"}},
+		{"sentinels without master", map[string]string{"KONSTRUCT_REDIS_SENTINEL_ADDRS": "s:26379"},
+			[]string{"redis.sentinel.master"}},
+		{"both", map[string]string{"KONSTRUCT_REDIS_SENTINEL_MASTER": "m", "KONSTRUCT_REDIS_SENTINEL_ADDRS": "s:26379", "KONSTRUCT_REDIS_CLUSTER_ADDRS": "c:7000"},
+			[]string{"redis.cluster.addrs", "either"}},
+		{"address without port", map[string]string{"KONSTRUCT_REDIS_CLUSTER_ADDRS": "c1:7000,c2"},
+			[]string{"redis.cluster.addrs", `"c2"`}},
+		{"cluster database", map[string]string{"KONSTRUCT_REDIS_CLUSTER_ADDRS": "c:7000", "KONSTRUCT_REDIS_URL": "redis://x/3"},
+			[]string{"redis.url", "database 3"}},
+		{"cluster wait", map[string]string{"KONSTRUCT_REDIS_CLUSTER_ADDRS": "c:7000", "KONSTRUCT_REDIS_WAIT_REPLICAS": "1"},
+			[]string{"redis.wait_replicas", "redis.cluster.addrs"}},
+		{"negative wait", map[string]string{"KONSTRUCT_REDIS_WAIT_REPLICAS": "-2"},
+			[]string{"redis.wait_replicas"}},
+		{"prefix with a brace", map[string]string{"KONSTRUCT_REDIS_PREFIX": "a{b}:"},
+			[]string{"redis.prefix", "hash tags"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Load(Options{Getenv: env(tc.vars)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = cfg.Validate(NeedRedis)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestDatabaseURLSeveralHosts: the multi-host URLs of PostgreSQL HA setups
+// (libpq's form, which pgx reads) are accepted; a bad port is named.
+func TestDatabaseURLSeveralHosts(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{
+		"postgres://app:pw@db1:5432,db2:5432/konstruct?target_session_attrs=read-write",
+		"postgres://app@db1,db2:5433/konstruct?target_session_attrs=read-write",
+		"postgresql://app@db1:5432,db2/konstruct?target_session_attrs=primary&sslmode=require",
+		"postgres://app@[::1]:5432,[::2]/konstruct",
+	} {
+		cfg := &Config{}
+		cfg.Database.URL, cfg.Log.Format, cfg.Log.Level = u, "auto", "info"
+		if err := cfg.Validate(NeedDatabase); err != nil {
+			t.Errorf("%s: %v", u, err)
+		}
+	}
+	for u, want := range map[string]string{
+		"postgres://app@db1:x,db2/k": `port "x"`,
+		"postgres://app@,db2/k":      "empty host",
+		"postgres:///k":              "must name a host",
+	} {
+		cfg := &Config{}
+		cfg.Database.URL, cfg.Log.Format, cfg.Log.Level = u, "auto", "info"
+		if err := cfg.Validate(NeedDatabase); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want an error saying %s", u, err, want)
+		}
+	}
+}

@@ -23,14 +23,14 @@ import (
 // error: one of them would be ignored.
 //
 // A config file that holds a secret (secret_key, secret_key_previous, an
-// api_key, a URL or connection string with a password) must be readable by
-// its owner alone: one that its group or others can read is refused, with
-// the chmod that fixes it.
+// api_key, redis.sentinel.password, a URL or connection string with a
+// password) must be readable by its owner alone: one that its group or
+// others can read is refused, with the chmod that fixes it.
 
 // secretKeysInFile lists the settings of the config file that hold a secret.
 func secretKeysInFile(v *viper.Viper) []string {
 	var out []string
-	for _, k := range []string{"secret_key", "secret_key_previous", "llm.api_key"} {
+	for _, k := range []string{"secret_key", "secret_key_previous", "llm.api_key", "redis.sentinel.password"} {
 		if v.InConfig(k) && fmt.Sprint(v.Get(k)) != "" && fmt.Sprint(v.Get(k)) != "[]" {
 			out = append(out, k)
 		}

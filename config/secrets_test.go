@@ -34,6 +34,7 @@ func TestConfigFileWithSecretsMustBePrivate(t *testing.T) {
 		{"database password", "database:\n  url: postgres://app:hunter2@db/k\n", 0o644, "database.url"},
 		{"database keyword password", "database:\n  migrate_url: host=db user=owner password=hunter2\n", 0o604, "database.migrate_url"},
 		{"database without password", "database:\n  url: postgres://app@db/k\n", 0o644, ""},
+		{"sentinel password", "redis:\n  sentinel:\n    master: m\n    addrs: [s1:26379]\n    password: hunter2\n", 0o644, "redis.sentinel.password"},
 		{"llm key", "llm:\n  api_key: sk-abcdefghijkl\n", 0o644, "llm.api_key"},
 		{"provider key", "llm:\n  providers:\n    - name: cloud\n      base_url: https://api.example.com/v1/\n      api_key: k\n", 0o644, "llm.providers[0].api_key"},
 		{"provider key file", "llm:\n  providers:\n    - name: cloud\n      base_url: https://api.example.com/v1/\n      api_key_file: /run/secrets/k\n", 0o644, ""},
