@@ -54,7 +54,7 @@ func (s *Store) listen(ctx context.Context, fn func()) (listening bool, err erro
 	}
 	fn()
 	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
+		if _, err := waitNotification(ctx, conn); err != nil {
 			return true, fmt.Errorf("wait for notification: %w", err)
 		}
 		fn()

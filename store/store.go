@@ -45,6 +45,7 @@ func Open(ctx context.Context, url string, box *secret.Box, logger *slog.Logger)
 	if err != nil {
 		return nil, konstruct.Errorf(konstruct.EINVALID, "database.url: %s", konstruct.Redact(err.Error()))
 	}
+	tuneForFailover(cfg)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
