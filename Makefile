@@ -35,6 +35,10 @@ lint: ## gofmt, go vet and golangci-lint (.golangci.yaml; installed into bin/ on
 bench: services build ## run the benchmark (ack path, router, pipeline, sockets); BENCH_FLAGS=--quick for a short run
 	$(BIN) bench $(BENCH_FLAGS)
 
+.PHONY: test-ha
+test-ha: services build ## HA run (minutes, not in test): run + gateway + worker under load, one SIGKILLed, a Sentinel failover; 0 lost, 0 duplicates, 0 stuck (HA_FLAGS: e.g. KONSTRUCT_HA_LOAD=120s)
+	KONSTRUCT_TEST_HA=1 KONSTRUCT_TEST_BINARY=$(CURDIR)/$(BIN) $(HA_FLAGS) $(GO) test -count=1 -timeout 30m -run 'TestHA$$' -v ./internal/hatest
+
 .PHONY: chaos
 chaos: services build ## chaos run: Slack retries, cut sockets, a 30 s Redis outage with a SIGKILL of the daemon inside it (CHAOS_FLAGS)
 	$(BIN) bench --chaos $(CHAOS_FLAGS)
