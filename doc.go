@@ -9,11 +9,15 @@
 //	                       loop, recorded (spool: Redis, else local disk), and
 //	                       only then acked; chatter needs no record
 //	              router   reads the Records (a Redis consumer group, queue):
-//	                       tenant → drop bots/dupes → engaged thread? → rate
-//	                       limit → ReplyState + placeholder → enqueue a ReplyJob
+//	                       tenant → its Policy → drop bots/dupes → engaged
+//	                       thread? → rate limit → budget → ReplyState +
+//	                       placeholder → enqueue a ReplyJob; a click on an
+//	                       answer's buttons (an Action) is a Vote or a Stop
 //	              worker   a reply: agent persona → thread history → llm
-//	                       (streamed) → chat.update in the thread (bot) → the
-//	                       replies row (store); the janitor finishes orphans
+//	                       (streamed, with Stop; tokens counted against the
+//	                       budget) → chat.update in the thread (bot), 👍/👎
+//	                       on the answer → the replies row (store); the
+//	                       janitor finishes orphans
 //
 // One identity follows a message through all of it: its Post (tenant, team,
 // channel, ts). The dedupe claim, the ReplyState, the task id and the

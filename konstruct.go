@@ -38,6 +38,9 @@ type Message struct {
 	IsDM         bool   `json:"is_dm"`
 	IsMention    bool   `json:"is_mention"`
 	RetryAttempt int    `json:"retry_attempt,omitempty"`
+	// Action is set for a click on one of the bot's buttons (an
+	// interactive envelope): the record is a vote or a stop, not a post.
+	Action *Action `json:"action,omitempty"`
 	// ReceivedAt is when the gateway read the envelope (monotonic-free, for metrics).
 	ReceivedAt time.Time `json:"received_at"`
 }
@@ -119,6 +122,11 @@ const (
 	OutcomeAnswered = "answered"
 	OutcomeError    = "error"
 	OutcomeOrphaned = "orphaned" // resolved by the janitor after a crash
+	OutcomeStopped  = "stopped"  // the asker pressed Stop: the partial answer stays, marked as stopped
+	// OutcomeRefused is a question the AI employee did not put to the
+	// model: over its tenant's token budget (Error "budget") or over a
+	// rate limit (Error "rate_limited").
+	OutcomeRefused = "refused"
 )
 
 // Reply is the record of one answer (or failure) in a thread.
@@ -139,5 +147,11 @@ type Reply struct {
 	Latency          time.Duration `json:"latency"`
 	Outcome          string        `json:"outcome"`
 	Error            string        `json:"error,omitempty"`
-	CreatedAt        time.Time     `json:"created_at"`
+	// UserID is who asked, PostTS their message (the question), and
+	// AnswerTime the time from the question's arrival to the final answer
+	// in the thread (what the person waited).
+	UserID     string        `json:"user_id,omitempty"`
+	PostTS     string        `json:"post_ts,omitempty"`
+	AnswerTime time.Duration `json:"answer_time,omitempty"`
+	CreatedAt  time.Time     `json:"created_at"`
 }

@@ -72,6 +72,10 @@ type ReplyJob struct {
 	Message       Message   `json:"message"`
 	PlaceholderTS string    `json:"placeholder_ts,omitempty"`
 	EnqueuedAt    time.Time `json:"enqueued_at"`
+	// Alone says the message is answered on its own: the thread's other
+	// messages are not read (the tenant's policy follows no threads,
+	// FollowOff).
+	Alone bool `json:"alone,omitempty"`
 }
 
 // Delivery says which run of a queued task a handler is in.
@@ -154,6 +158,9 @@ type ReplyStats struct {
 type Content struct {
 	Text     string
 	Markdown string
+	// Buttons go under the Markdown (the Slack edge drops them for plain
+	// Text, and for Markdown too long for its block).
+	Buttons []Button
 }
 
 // askerKey carries who a reply answers (WithAsker).

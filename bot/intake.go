@@ -17,14 +17,16 @@ type Recorder interface {
 	Record(ctx context.Context, msgs []konstruct.Message) error
 }
 
-// inbound is an events_api envelope read from a socket, not acked yet.
+// inbound is an events_api or interactive envelope read from a socket,
+// not acked yet.
 type inbound struct {
-	s          *session
-	envelopeID string
-	buf        *[]byte // the frame, back to the pool once normalized
-	payload    []byte  // within *buf
-	retry      int
-	receivedAt time.Time
+	s           *session
+	envelopeID  string
+	buf         *[]byte // the frame, back to the pool once normalized
+	payload     []byte  // within *buf
+	retry       int
+	receivedAt  time.Time
+	interactive bool // a click (block_actions), not an event
 }
 
 // recordable is a normalized message waiting for its durable record.
@@ -129,7 +131,15 @@ func (in *intake) classify() {
 		if m.beforeNormalize != nil {
 			m.beforeNormalize()
 		}
-		msg, err := normalize(e.payload, e.receivedAt, e.s.g.botUser)
+		var (
+			msg konstruct.Message
+			err error
+		)
+		if e.interactive {
+			msg, err = NormalizeAction(e.payload, e.receivedAt)
+		} else {
+			msg, err = normalize(e.payload, e.receivedAt, e.s.g.botUser)
+		}
 		putFrameBuf(e.buf)
 		e.buf, e.payload = nil, nil
 		var revoked *RevokedError

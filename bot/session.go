@@ -130,11 +130,13 @@ func (s *session) handle(buf *[]byte, now time.Time) {
 		return
 	}
 	switch h.Type {
-	case "events_api":
+	case "events_api", "interactive":
+		// A click on one of the bot's buttons (interactive) is taken like
+		// a post: recorded, then acked, then routed.
 		mx.Envelope(h.Type)
 		if len(h.Payload) == 0 || h.EnvelopeID == "" {
 			putFrameBuf(buf)
-			g.m.log.Warn("events_api envelope without payload or id", "envelope_id", h.EnvelopeID)
+			g.m.log.Warn("envelope without payload or id", "type", h.Type, "envelope_id", h.EnvelopeID)
 			s.ack(h.EnvelopeID, now)
 			return
 		}
@@ -147,7 +149,7 @@ func (s *session) handle(buf *[]byte, now time.Time) {
 		}
 	case "hello":
 		putFrameBuf(buf)
-	case "slash_commands", "interactive":
+	case "slash_commands":
 		putFrameBuf(buf)
 		mx.Envelope(h.Type)
 		s.ack(h.EnvelopeID, now)
@@ -169,7 +171,8 @@ func (s *session) handle(buf *[]byte, now time.Time) {
 // losing it.
 func (s *session) deliver(h frameHead, buf *[]byte, receivedAt time.Time) {
 	m := s.g.m
-	switch m.intake.offer(inbound{s: s, envelopeID: h.EnvelopeID, buf: buf, payload: h.Payload, retry: h.RetryAttempt, receivedAt: receivedAt}) {
+	switch m.intake.offer(inbound{s: s, envelopeID: h.EnvelopeID, buf: buf, payload: h.Payload, retry: h.RetryAttempt, receivedAt: receivedAt,
+		interactive: h.Type == "interactive"}) {
 	case offerTaken:
 	case offerFull:
 		putFrameBuf(buf)

@@ -134,8 +134,10 @@ const maxMarkdownBlock = 12000
 // with the same words without Markdown syntax as the notification and
 // fallback text; plain Text is sent as it is. Both are made inert first
 // (neutralize.go): what the bot writes mentions only the people allowed.
+// The content's buttons follow the markdown block in an actions block.
 // Should the inert Markdown outgrow the block (a zero-width space per
-// broken token), the message goes as text alone rather than not at all.
+// broken token), the message goes as text alone rather than not at all,
+// and without its buttons (blocks would hide the text).
 func options(c konstruct.Content, allowed allowance) []slack.MsgOption {
 	text := c.Text
 	if text == "" && c.Markdown != "" {
@@ -150,13 +152,34 @@ func options(c konstruct.Content, allowed allowance) []slack.MsgOption {
 		}
 	}
 	if md != "" {
-		opts = append(opts, slack.MsgOptionBlocks(slack.NewMarkdownBlock("", md)))
+		blocks := []slack.Block{slack.NewMarkdownBlock("", md)}
+		if b := actionBlock(c.Buttons); b != nil {
+			blocks = append(blocks, b)
+		}
+		opts = append(opts, slack.MsgOptionBlocks(blocks...))
 	} else {
 		// An update without blocks must clear the blocks of the previous
 		// version of the message.
 		opts = append(opts, slack.MsgOptionBlocks())
 	}
 	return opts
+}
+
+// actionsBlockID names the block of the bot's buttons under an answer.
+const actionsBlockID = "konstruct_actions"
+
+// actionBlock renders the bot's own buttons (nil for none). Their text and
+// values come from the product, never from the model, and are written as
+// they are: neutralizing is for model text (neutralize.go).
+func actionBlock(buttons []konstruct.Button) slack.Block {
+	if len(buttons) == 0 {
+		return nil
+	}
+	els := make([]slack.BlockElement, 0, len(buttons))
+	for _, b := range buttons {
+		els = append(els, slack.NewButtonBlockElement(b.ActionID, b.Value, slack.NewTextBlockObject(slack.PlainTextType, b.Text, true, false)))
+	}
+	return slack.NewActionBlock(actionsBlockID, els...)
 }
 
 // Post posts in a thread (threadTS "" = top level) and returns the ts.

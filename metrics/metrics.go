@@ -7,6 +7,7 @@ package metrics
 
 import (
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,6 +46,7 @@ type Metrics struct {
 	LLMSlotWait         *prometheus.HistogramVec // by provider
 	Replies             *prometheus.CounterVec   // by outcome
 	ReplyLatency        prometheus.Histogram     // event → final answer
+	BudgetCrossings     *prometheus.CounterVec   // by period, threshold
 
 	SlackCalls      *prometheus.CounterVec // by method
 	SlackRateLimits *prometheus.CounterVec // by method
@@ -89,6 +91,8 @@ func New() *Metrics {
 		LLMErrors:           prometheus.NewCounterVec(prometheus.CounterOpts{Name: "konstruct_llm_errors_total", Help: "Failed LLM attempts, by provider and error code."}, []string{"provider", "code"}),
 		Replies:             prometheus.NewCounterVec(prometheus.CounterOpts{Name: "konstruct_replies_total", Help: "Replies finished, by outcome."}, []string{"outcome"}),
 		ReplyLatency:        prometheus.NewHistogram(prometheus.HistogramOpts{Name: "konstruct_reply_latency_seconds", Help: "Event → final answer in the thread.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}),
+		BudgetCrossings: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "konstruct_budget_crossings_total",
+			Help: "Tenants' token budgets passing 80 % or 100 % (threshold) of their day or month (period); the log line names the tenant."}, []string{"period", "threshold"}),
 
 		SlackCalls:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "konstruct_slack_api_calls_total", Help: "Slack Web API calls, by method."}, []string{"method"}),
 		SlackRateLimits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "konstruct_slack_api_rate_limited_total", Help: "Slack Web API 429 answers, by method."}, []string{"method"}),
@@ -96,7 +100,12 @@ func New() *Metrics {
 	}
 	r.MustRegister(m.EnvelopesReceived, m.EnvelopesAcked, m.AckErrors, m.AckLatency, m.GatewayQueueFull, m.GatewayQueueDepth,
 		m.SocketsConnected, m.Reconnects, m.IntakeRecorded, m.IntakeRecordFailed, m.SpoolRecords, m.IntakeRouteRetries, m.RouteOutcomes, m.RouteLatency, m.Enqueued, m.QueueLatency, m.QueueSize, m.TasksDeferred,
-		m.LLMTimeToFirstToken, m.LLMLatency, m.LLMErrors, m.LLMSlotWait, m.Replies, m.ReplyLatency, m.SlackCalls, m.SlackRateLimits, m.SlackErrors)
+		m.LLMTimeToFirstToken, m.LLMLatency, m.LLMErrors, m.LLMSlotWait, m.Replies, m.ReplyLatency, m.BudgetCrossings, m.SlackCalls, m.SlackRateLimits, m.SlackErrors)
+	for _, p := range []string{"day", "month"} {
+		for _, th := range []string{"80", "100"} {
+			m.BudgetCrossings.WithLabelValues(p, th)
+		}
+	}
 	m.Ops = newOps(r)
 	return m
 }
@@ -182,6 +191,14 @@ func (m *Metrics) Reply(outcome string, sinceEvent time.Duration) {
 	m.Replies.WithLabelValues(outcome).Inc()
 	if sinceEvent > 0 {
 		m.ReplyLatency.Observe(sinceEvent.Seconds())
+	}
+}
+
+// BudgetCrossed counts a tenant's budget of period ("day", "month")
+// passing threshold percent (80 or 100). The tenant is never a label.
+func (m *Metrics) BudgetCrossed(period string, threshold int) {
+	if m != nil {
+		m.BudgetCrossings.WithLabelValues(period, strconv.Itoa(threshold)).Inc()
 	}
 }
 

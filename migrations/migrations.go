@@ -123,6 +123,8 @@ var (
 		"agents":           "SELECT, INSERT, UPDATE",
 		"workspaces":       "SELECT, INSERT, UPDATE",
 		"replies":          "SELECT, INSERT, UPDATE",
+		"policies":         "SELECT, INSERT, UPDATE",
+		"feedback":         "SELECT, INSERT, UPDATE",
 		"goose_db_version": "SELECT", // `konstruct doctor` compares versions
 	}
 	definerFunctions = []string{

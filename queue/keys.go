@@ -2,6 +2,7 @@ package queue
 
 import (
 	"strings"
+	"time"
 
 	"github.com/konstruct/konstruct"
 )
@@ -33,10 +34,14 @@ import (
 //	key                                      tag              type    written by          read by          TTL
 //	<p>{<t>}:event:<event_id>                {<t>}            string  router (claim)      router           DedupeTTL (24 h)
 //	<p>{<t>}:post:<team>:<channel>:<ts>      {<t>}            string  router (claim)      router           DedupeTTL (24 h)
-//	<p>{<t>}:engaged:<channel>:<thread>      {<t>}            string  worker (answered)   router           threads.engaged_ttl
+//	<p>{<t>}:engaged:<channel>:<thread>      {<t>}            string  worker (answered)   router           the tenant's follow TTL, else threads.engaged_ttl
 //	<p>{<t>}:ratelimit:<channel>             {<t>}            string  router (GCRA)       router           ≤ 1 min (redis_rate)
 //	<p>{<t>}:ratelimit:<channel>:<user>      {<t>}            string  router (GCRA)       router           ≤ 1 min (redis_rate)
 //	<p>{<t>}:ratenote:<channel>:<user>       {<t>}            string  router              router           the refusal's wait (≥ 1 s)
+//	<p>{<t>}:tokens:day:<yyyymmdd>           {<t>}            string  worker (AddTokens)  router (budget)  48 h (a UTC day's LLM tokens)
+//	<p>{<t>}:tokens:month:<yyyymm>           {<t>}            string  worker (AddTokens)  router (budget)  35 days (a UTC month's)
+//	<p>{<t>}:note:<kind>:<yyyymmdd>:<team>:<user> {<t>}       string  router (NoteOnce)   router           25 h: one DM or budget note per person per UTC day
+//	<p>{<t>}:stop:<team>:<channel>:<ts>      {<t>}            string  router (Stop click) worker (polls)   StopTTL (1 h)
 //	<p>{<t>}:reply:<team>:<channel>:<ts>     {<t>}            hash    worker, janitor     worker, janitor  ReplyTTL (48 h)
 //	… same …:lock                            {<t>}            string  worker, janitor     worker, janitor  LockTTL (45 s), extended while held
 //	<p>replies:inflight                      none             zset    router, worker      janitor          none; members leave when done
@@ -86,6 +91,16 @@ func (k keys) rateLimitUser(tenantID, channelID, userID string) string {
 func (k keys) rateNote(tenantID, channelID, userID string) string {
 	return k.tenant(tenantID, "ratenote") + channelID + ":" + userID
 }
+func (k keys) tokensDay(tenantID string, at time.Time) string {
+	return k.tenant(tenantID, "tokens") + "day:" + at.UTC().Format("20060102")
+}
+func (k keys) tokensMonth(tenantID string, at time.Time) string {
+	return k.tenant(tenantID, "tokens") + "month:" + at.UTC().Format("200601")
+}
+func (k keys) note(tenantID, kind, teamID, userID string, at time.Time) string {
+	return k.tenant(tenantID, "note") + kind + ":" + at.UTC().Format("20060102") + ":" + teamID + ":" + userID
+}
+func (k keys) stop(p konstruct.Post) string      { return k.tenant(p.TenantID, "stop") + postSuffix(p) }
 func (k keys) reply(p konstruct.Post) string     { return k.tenant(p.TenantID, "reply") + postSuffix(p) }
 func (k keys) replyLock(p konstruct.Post) string { return k.reply(p) + ":lock" }
 func (k keys) inflight() string                  { return k.prefix + "replies:inflight" }

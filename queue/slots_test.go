@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -80,7 +81,8 @@ func TestKeySlots(t *testing.T) {
 			for what, ks := range map[string][]string{
 				"claimScript (post, event)":        {k.post(post), k.event(tenant, "Ev1")},
 				"a reply's hash and lock":          {k.reply(post), k.replyLock(post)},
-				"a tenant's keys":                  {k.post(post), k.engaged(tenant, "C1", "1.1"), k.rateLimit(tenant, "C1"), k.rateLimitUser(tenant, "C1", "U1"), k.rateNote(tenant, "C1", "U1"), k.reply(post)},
+				"a tenant's keys":                  {k.post(post), k.engaged(tenant, "C1", "1.1"), k.rateLimit(tenant, "C1"), k.rateLimitUser(tenant, "C1", "U1"), k.rateNote(tenant, "C1", "U1"), k.reply(post), k.note(tenant, "dm", "T1", "U1", time.Unix(0, 0)), k.stop(post)},
+				"addTokensScript (day, month)":     {k.tokensDay(tenant, time.Unix(1e9, 0)), k.tokensMonth(tenant, time.Unix(1e9, 0))},
 				"enqueueScript":                    {k.task(post), k.fairWait(tenant), k.fairRing(), k.fairJobs(), k.fairKick()},
 				"admitScript (and its wait lists)": {k.fairRing(), k.fairAdmitted(), k.fairRun(), k.fairJobs(), k.fairWorkers(), k.fairWait(tenant), k.fairWait("t2"), k.fairWaitPrefix() + "x"},
 				"finishScript":                     {k.fairAdmitted(), k.fairRun(), k.fairJobs()},

@@ -57,6 +57,7 @@ type gateway struct {
 	router   *router.Router
 	manager  *bot.Manager
 	mx       *metrics.Metrics
+	policies *store.PolicyCache
 }
 
 func newGateway(t *testing.T, o gwOpts) *gateway {
@@ -115,15 +116,22 @@ func newGateway(t *testing.T, o gwOpts) *gateway {
 		},
 		OnWorkspaces: func(ws []konstruct.Workspace) { web.Set(ws); g.router.InvalidateTenants() },
 	})
+	g.policies = store.NewPolicyCache(g.st, 5*time.Second, nil)
 	g.router = router.New(router.Config{Metrics: g.mx, Consumer: "gw-" + randomID()}, router.Deps{
 		Intake: g.q, Tenants: g.st, Slack: web, Claims: g.q, Threads: g.q, Limiter: g.q, Replies: g.q, Enqueuer: g.q, Budgets: g.q,
+		Policies: g.policies, Usage: g.q, Notes: g.q, Records: g.st, Feedback: g.st, Stops: g.q,
 	})
 	runCtx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = g.manager.Run(runCtx) })
 	wg.Go(func() { _ = g.router.Run(runCtx) })
 	wg.Go(func() { _ = g.intake.Run(runCtx) })
-	wg.Go(func() { _ = g.st.ListenWorkspaces(runCtx, g.manager.Trigger) })
+	wg.Go(func() {
+		_ = g.st.Listen(runCtx, map[string]func(string){
+			store.WorkspacesChannel: func(string) { g.manager.Trigger() },
+			store.PoliciesChannel:   g.policies.Invalidate,
+		})
+	})
 	t.Cleanup(func() { stop(); wg.Wait() })
 	if !o.noWorkspace {
 		g.waitFor(10*time.Second, "sockets", func() bool { return g.sim.Connections(g.ws.AppID) >= 2 })

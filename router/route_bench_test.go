@@ -59,6 +59,12 @@ func BenchmarkRouteLoad(b *testing.B) {
 		Limiter:  q,
 		Enqueuer: &benchEnqueuer{},
 		Budgets:  q,
+		Policies: &fakePolicies{},
+		Usage:    q,
+		Notes:    q,
+		Records:  &fakeRecords{},
+		Feedback: &fakeRecords{},
+		Stops:    q,
 	})
 	var seq atomic.Int64
 	message := func(mention bool) konstruct.Message {

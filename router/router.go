@@ -142,8 +142,11 @@ type Config struct {
 	// records already taken (default 5 s); the rest stays in the intake
 	// for another process, or this one after a restart.
 	DrainTimeout time.Duration
-	Logger       *slog.Logger
-	Metrics      *metrics.Metrics
+	// Now is the clock of the UTC days and months of budgets and notes
+	// (default time.Now; tests move it).
+	Now     func() time.Time
+	Logger  *slog.Logger
+	Metrics *metrics.Metrics
 }
 
 // Deps are the router's collaborators; all are required.
@@ -157,11 +160,20 @@ type Deps struct {
 	Replies  Replies
 	Enqueuer Enqueuer
 	Budgets  Budgets
+	// The tenant's policy and budgets (policy.go), and the clicks on the
+	// bot's buttons.
+	Policies Policies
+	Usage    Usage
+	Notes    Notes
+	Records  Records
+	Feedback Feedback
+	Stops    Stops
 }
 
 // Router decides, for each recorded message, whether and how the AI
-// employee answers: tenant, filters, dedupe, engaged threads, rate limit,
-// placeholder, enqueue.
+// employee answers: tenant, filters, the tenant's policy, engaged threads,
+// dedupe, rate limit, budget, placeholder, enqueue. It also routes the
+// clicks on the bot's buttons (policy.go).
 type Router struct {
 	cfg     Config
 	deps    Deps
@@ -178,7 +190,8 @@ type Router struct {
 // New returns a Router. Missing dependencies are a programming error and panic.
 func New(cfg Config, deps Deps) *Router {
 	if deps.Intake == nil || deps.Tenants == nil || deps.Slack == nil || deps.Claims == nil ||
-		deps.Threads == nil || deps.Limiter == nil || deps.Replies == nil || deps.Enqueuer == nil || deps.Budgets == nil {
+		deps.Threads == nil || deps.Limiter == nil || deps.Replies == nil || deps.Enqueuer == nil || deps.Budgets == nil ||
+		deps.Policies == nil || deps.Usage == nil || deps.Notes == nil || deps.Records == nil || deps.Feedback == nil || deps.Stops == nil {
 		panic("router: every dependency is required")
 	}
 	if cfg.Consumer == "" {
@@ -192,6 +205,9 @@ func New(cfg Config, deps Deps) *Router {
 	cfg.DrainTimeout = cmp.Or(cfg.DrainTimeout, 5*time.Second)
 	cfg.PlaceholderWait = cmp.Or(cfg.PlaceholderWait, 10*time.Second)
 	cfg.QueuedAfter = cmp.Or(cfg.QueuedAfter, 10*time.Second)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -235,16 +251,33 @@ func (r *Router) Route(ctx context.Context, rec konstruct.Record) (out Outcome, 
 	case err != nil:
 		return "", fmt.Errorf("resolve tenant: %w", err)
 	}
+	if msg.Action != nil {
+		return r.routeAction(ctx, msg, ws)
+	}
 	if ws.BotUserID != "" && msg.User == ws.BotUserID {
 		return Bot, nil
 	}
 	msg.TenantID = ws.TenantID
 	msg.BotUserID = cmp.Or(ws.BotUserID, msg.BotUserID)
 
+	// The tenant's policy: outside it, nothing happens in the channel (a
+	// DM gets one short note a day). Decided before anything is claimed.
+	pol, err := r.deps.Policies.Policy(ctx, ws.TenantID)
+	if err != nil {
+		return "", fmt.Errorf("tenant policy: %w", err)
+	}
+	if out, ok, err := r.admits(ctx, msg, pol); !ok || err != nil {
+		return out, err
+	}
+
 	// Addressed to us? Decided before anything is claimed, so a twin that is
 	// not for us (the message event of a top-level mention) never marks the
-	// post as seen.
+	// post as seen. A thread is followed without a mention only under
+	// the policy's auto-follow.
 	if !msg.IsDM && !msg.IsMention {
+		if pol.Follow != konstruct.FollowAuto {
+			return NotAddressed, nil
+		}
 		engaged, err := r.deps.Threads.Engaged(ctx, ws.TenantID, msg.ChannelID, msg.ThreadTS)
 		if err != nil {
 			return "", err
@@ -265,15 +298,32 @@ func (r *Router) Route(ctx context.Context, rec konstruct.Record) (out Outcome, 
 		return "", err
 	}
 	if !lim.OK {
+		if err := r.refuse(ctx, msg, konstruct.ERATELIMIT); err != nil {
+			return "", err
+		}
 		if !lim.Notify {
 			return RateLimited, nil // told once already in this window
 		}
 		return RateLimited, r.tellRateLimited(ctx, msg, lim.RetryAfter)
 	}
 
+	// The budget is checked when a question is admitted: an answer under
+	// way (or queued) when the budget runs out is finished, and the next
+	// question gets the line.
+	now := r.cfg.Now()
+	if period, err := r.spent(ctx, pol, now); err != nil {
+		return "", err
+	} else if period != "" {
+		if err := r.refuse(ctx, msg, "budget"); err != nil {
+			return "", err
+		}
+		return BudgetExhausted, r.noteOnce(ctx, msg, noteBudget, BudgetText(period, now))
+	}
+
+	alone := pol.Follow == konstruct.FollowOff && !msg.IsDM
 	st, err := r.deps.Replies.BeginReply(ctx, konstruct.ReplyState{
 		Post: msg.Post(), ThreadTS: msg.ReplyThreadTS(), EventID: msg.EventID, Stage: konstruct.StageQueued,
-		Job: &konstruct.ReplyJob{Message: msg, EnqueuedAt: time.Now()},
+		Job: &konstruct.ReplyJob{Message: msg, EnqueuedAt: time.Now(), Alone: alone},
 	})
 	if err != nil {
 		return "", err
@@ -285,7 +335,7 @@ func (r *Router) Route(ctx context.Context, rec konstruct.Record) (out Outcome, 
 	if err != nil {
 		return "", err
 	}
-	err = r.deps.Enqueuer.Enqueue(ctx, konstruct.ReplyJob{Message: msg, PlaceholderTS: placeholder, EnqueuedAt: time.Now()})
+	err = r.deps.Enqueuer.Enqueue(ctx, konstruct.ReplyJob{Message: msg, PlaceholderTS: placeholder, EnqueuedAt: time.Now(), Alone: alone})
 	switch {
 	case konstruct.ErrorCode(err) == konstruct.ECONFLICT:
 		// Another routing of this post (an earlier run of this record, or
@@ -395,6 +445,12 @@ func (r *Router) deleteQuietly(ctx context.Context, msg konstruct.Message, ts st
 // top-level channel messages that do not mention it). The gateway acks
 // these without recording them; Route applies the same test first.
 func Prefilter(msg konstruct.Message) (Outcome, bool) {
+	if msg.Action != nil {
+		if msg.User == "" || msg.ChannelID == "" || msg.TS == "" || msg.TeamID == "" {
+			return Invalid, true
+		}
+		return "", false
+	}
 	switch msg.SubType {
 	case "", "thread_broadcast", "file_share", "me_message":
 	case "bot_message":

@@ -145,6 +145,8 @@ type unit struct {
 	tenants *fakeTenants
 	q       *queue.Queue
 	redis   *testenv.Redis
+	pols    *fakePolicies
+	recs    *fakeRecords
 }
 
 // newUnit is a router with fake Slack, enqueuer and tenants, and a real
@@ -159,7 +161,9 @@ func newUnit(t *testing.T, cfg router.Config, perMinute int) *unit {
 		q:       rd.NewQueue(t, queue.Config{RatePerMinute: cmp.Or(perMinute, 1000), EngagedTTL: time.Minute}),
 		redis:   rd,
 	}
-	u.r = router.New(cfg, router.Deps{Intake: u.q, Tenants: u.tenants, Slack: u.slack, Claims: u.q, Threads: u.q, Limiter: u.q, Replies: u.q, Enqueuer: u.enq, Budgets: u.q})
+	u.pols, u.recs = &fakePolicies{}, &fakeRecords{}
+	u.r = router.New(cfg, withPolicies(router.Deps{Intake: u.q, Tenants: u.tenants, Slack: u.slack, Claims: u.q, Threads: u.q, Limiter: u.q, Replies: u.q, Enqueuer: u.enq, Budgets: u.q},
+		u.q, u.pols, u.recs))
 	return u
 }
 
@@ -352,7 +356,7 @@ func TestRouteRateLimitPerPerson(t *testing.T) {
 	q := rd.NewQueue(t, queue.Config{RatePerMinute: 1000, RatePerUserPerMinute: 2})
 	u := &unit{slack: &fakeSlack{}, enq: &fakeEnqueuer{}, q: q, redis: rd,
 		tenants: &fakeTenants{teams: map[string]konstruct.Workspace{team: {TenantID: tenant, TeamID: team, BotUserID: botUser, Status: konstruct.WorkspaceActive}}}}
-	u.r = router.New(router.Config{}, router.Deps{Intake: q, Tenants: u.tenants, Slack: u.slack, Claims: q, Threads: q, Limiter: q, Replies: q, Enqueuer: u.enq, Budgets: q})
+	u.r = router.New(router.Config{}, withPolicies(router.Deps{Intake: q, Tenants: u.tenants, Slack: u.slack, Claims: q, Threads: q, Limiter: q, Replies: q, Enqueuer: u.enq, Budgets: q}, q, nil, nil))
 	ctx := ctxT(t)
 	for i, want := range []router.Outcome{router.Enqueued, router.Enqueued, router.RateLimited, router.RateLimited} {
 		if got, err := u.route(ctx, msg(mention)); err != nil || got != want {
@@ -463,7 +467,7 @@ func TestRouteAgainIsIdempotent(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = down.Close() })
-		r := router.New(router.Config{}, router.Deps{Intake: down, Tenants: u.tenants, Slack: u.slack, Claims: down, Threads: down, Limiter: down, Replies: down, Enqueuer: u.enq, Budgets: down})
+		r := router.New(router.Config{}, withPolicies(router.Deps{Intake: down, Tenants: u.tenants, Slack: u.slack, Claims: down, Threads: down, Limiter: down, Replies: down, Enqueuer: u.enq, Budgets: down}, down, nil, nil))
 		for _, m := range []konstruct.Message{msg(mention), msg(func(m *konstruct.Message) { m.ThreadTS = "1.0" })} {
 			ctx, cancel := context.WithTimeout(ctxT(t), 3*time.Second)
 			out, err := r.Route(ctx, konstruct.Record{ID: "1-0", Message: m})
@@ -529,8 +533,8 @@ func BenchmarkRoute(b *testing.B) {
 	rd := testenv.NewRedis(b)
 	q := rd.NewQueue(b, queue.Config{RatePerMinute: 1 << 30})
 	tenants := &fakeTenants{teams: map[string]konstruct.Workspace{team: {TenantID: tenant, TeamID: team, BotUserID: botUser}}}
-	r := router.New(router.Config{}, router.Deps{Intake: q,
-		Tenants: tenants, Slack: &fakeSlack{}, Enqueuer: &fakeEnqueuer{}, Claims: q, Threads: q, Limiter: q, Replies: q, Budgets: q})
+	r := router.New(router.Config{}, withPolicies(router.Deps{Intake: q,
+		Tenants: tenants, Slack: &fakeSlack{}, Enqueuer: &fakeEnqueuer{}, Claims: q, Threads: q, Limiter: q, Replies: q, Budgets: q}, q, nil, nil))
 	ctx := context.Background()
 	b.Run("mention", func(b *testing.B) {
 		for b.Loop() {

@@ -18,6 +18,17 @@ type postRequest struct {
 	Kind     string `json:"kind"` // mention (default) | message | dm
 }
 
+// clickRequest is the body of POST /_sim/click: a person presses a button
+// of a message (ClickButtonAs).
+type clickRequest struct {
+	Team     string `json:"team"`
+	Channel  string `json:"channel"`
+	TS       string `json:"ts"`
+	User     string `json:"user"`
+	UserTeam string `json:"user_team"` // the clicking person's workspace (default: team)
+	ActionID string `json:"action_id"`
+}
+
 func (s *Server) handleControl(w http.ResponseWriter, r *http.Request) {
 	fail := func(status int, err error) {
 		writeJSON(w, status, map[string]any{"ok": false, "error": err.Error()})
@@ -63,6 +74,25 @@ func (s *Server) handleControl(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "ts": ts, "team": req.Team, "channel": req.Channel})
+	case "/_sim/click":
+		if r.Method != http.MethodPost {
+			fail(http.StatusMethodNotAllowed, fmt.Errorf("POST only"))
+			return
+		}
+		var req clickRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+			fail(http.StatusBadRequest, fmt.Errorf("decode body: %w", err))
+			return
+		}
+		req.Team, req.Channel = s.defaults(req.Team, req.Channel)
+		if req.User == "" {
+			req.User = s.defaultUser(req.Team)
+		}
+		if err := s.ClickButtonAs(req.Team, req.Channel, req.TS, cmpOr(req.UserTeam, req.Team), req.User, req.ActionID); err != nil {
+			fail(http.StatusBadRequest, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"ok": true})
 	case "/_sim/disconnect":
 		q := r.URL.Query()
 		reason := q.Get("reason")

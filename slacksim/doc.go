@@ -8,7 +8,8 @@
 //   - Socket Mode: apps.connections.open (xapp token) returns a single-use
 //     ws:// URL; the socket gets a hello frame, websocket PINGs every
 //     ping interval, events_api envelopes delivered to one socket of the app
-//     (round-robin; queued while none is connected), ack tracking, redelivery
+//     (round-robin; queued while none is connected), interactive envelopes
+//     (block_actions) for clicks on the bot's buttons, ack tracking, redelivery
 //     of unacked envelopes (retry_attempt 1..3, retry_reason "timeout"),
 //     disconnect frames, abrupt drops and too_many_websockets beyond 10.
 //   - Web API under /api/ (form or JSON body, token in the form or Bearer):
@@ -17,8 +18,9 @@
 //     history/info, users.info, assistant.threads.*, reactions.add/remove,
 //     with Slack's error strings, per-tier rate limits (429 + Retry-After)
 //     and injectable faults.
-//   - Drivers that act as humans (Mention, Post, DM, Edit, Delete, PostAsBot)
-//     and Thread/WaitThread, which show a thread as a person sees it.
+//   - Drivers that act as humans (Mention, Post, DM, Edit, Delete, PostAsBot,
+//     ClickButton, ClickButtonAs) and Thread/WaitThread, which show a thread
+//     as a person sees it.
 //
 // The bot's own posts come back as message events with bot_id (and its edits
 // as message_changed), as real Slack does; WithBotEcho(false) turns that off.
@@ -33,6 +35,8 @@
 //	                       the first workspace, channel to its #general, user to its first human.
 //	GET  /_sim/thread?team=&channel=&ts=   → ThreadView JSON {"messages":[…],"ephemerals":{…},"status":…}
 //	GET  /_sim/workspaces  → [WorkspaceSpec…] (ids, tokens, #general id, human user ids)
+//	POST /_sim/click       {"team","channel","ts","user","user_team","action_id"} → {"ok":true}: a person
+//	                       (of user_team, default team) presses a button of the message at ts
 //	POST /_sim/disconnect?app=&reason=     → sends a disconnect envelope to the app's sockets
 //
 // RunStandalone starts such a server with one seeded workspace and prints

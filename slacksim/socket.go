@@ -1,6 +1,7 @@
 package slacksim
 
 import (
+	"cmp"
 	"encoding/json"
 	"net/http"
 	"sync"
@@ -38,9 +39,11 @@ func newApp(s *Server, id string) *app {
 	return &app{s: s, id: id, inflight: map[string]*envelope{}}
 }
 
-// envelope is one events_api delivery (or a raw frame from SendRaw).
+// envelope is one events_api or interactive delivery (or a raw frame from
+// SendRaw).
 type envelope struct {
 	id      string
+	typ     string // "" is events_api
 	eventID string
 	payload json.RawMessage
 	raw     []byte // SendRaw: sent as is, never tracked
@@ -64,7 +67,7 @@ func (e *envelope) frame() []byte {
 		AcceptsResponsePayload bool            `json:"accepts_response_payload"`
 		RetryAttempt           int             `json:"retry_attempt"`
 		RetryReason            string          `json:"retry_reason"`
-	}{e.id, e.payload, "events_api", false, e.retries, reason})
+	}{e.id, e.payload, cmp.Or(e.typ, "events_api"), false, e.retries, reason})
 	return b
 }
 

@@ -1,11 +1,13 @@
 package slacksim_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/slackevents"
 	"github.com/slack-go/slack/socketmode"
 
@@ -314,5 +316,70 @@ func TestRevokedAppTokenStopsClient(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("socketmode client kept running after its token was revoked")
+	}
+}
+
+// A click on a button of the bot's message arrives as slack-go parses
+// Slack's: an interactive envelope whose payload is a block_actions
+// InteractionCallback naming the person, their workspace, the message and
+// the button; unacked, it is redelivered like an event.
+func TestSocketModeButtonClick(t *testing.T) {
+	t.Parallel()
+	sim, ws := newSim(t, slacksim.WithAckTimeout(300*time.Millisecond))
+	api := apiClient(t, sim, ws)
+	c := runSocketMode(t, sim, ws)
+	c.next(t, 5*time.Second, socketmode.EventTypeHello)
+	root, err := sim.Mention(ws.TeamID, ws.GeneralChannelID, ws.UserIDs[0], "hi", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ts, err := api.PostMessage(ws.GeneralChannelID, slack.MsgOptionTS(root), slack.MsgOptionBlocks(
+		slack.NewMarkdownBlock("", "Answer"),
+		slack.NewActionBlock("votes", slack.NewButtonBlockElement("vote_up", "the value", slack.NewTextBlockObject(slack.PlainTextType, "👍", true, false)))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.ClickButton(ws.TeamID, ws.GeneralChannelID, ts, ws.UserIDs[1], "nope"); !errors.Is(err, slacksim.ErrNoButton) {
+		t.Fatalf("click on a button the message lacks: %v", err)
+	}
+	if err := sim.ClickButton(ws.TeamID, ws.GeneralChannelID, ts, ws.UserIDs[1], "vote_up"); err != nil {
+		t.Fatal(err)
+	}
+	first := c.next(t, 5*time.Second, socketmode.EventTypeInteractive)
+	again := c.next(t, 5*time.Second, socketmode.EventTypeInteractive) // not acked: redelivered
+	if again.Request.RetryAttempt != 1 || again.Request.EnvelopeID != first.Request.EnvelopeID {
+		t.Fatalf("redelivery: retry %d, envelope %s vs %s", again.Request.RetryAttempt, again.Request.EnvelopeID, first.Request.EnvelopeID)
+	}
+	cb, ok := again.Data.(slack.InteractionCallback)
+	if !ok {
+		t.Fatalf("payload parsed as %T", again.Data)
+	}
+	if cb.Type != slack.InteractionTypeBlockActions || cb.Team.ID != ws.TeamID || cb.User.ID != ws.UserIDs[1] || cb.User.TeamID != ws.TeamID ||
+		cb.Channel.ID != ws.GeneralChannelID || cb.Container.MessageTs != ts || cb.Container.ThreadTs != root || cb.APIAppID != ws.AppID ||
+		len(cb.ActionCallback.BlockActions) != 1 {
+		t.Fatalf("callback %+v", cb)
+	}
+	if a := cb.ActionCallback.BlockActions[0]; a.ActionID != "vote_up" || a.Value != "the value" || a.BlockID != "votes" || a.ActionTs == "" {
+		t.Fatalf("action %+v", a)
+	}
+	if err := c.AckCtx(ctxT(t, time.Second), again.Request.EnvelopeID, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, func() bool {
+		for _, st := range sim.Envelopes() {
+			if st.EnvelopeID == again.Request.EnvelopeID {
+				return !st.Acked.IsZero()
+			}
+		}
+		return false
+	})
+
+	// A guest from another workspace: Slack names their workspace.
+	if err := sim.ClickButtonAs(ws.TeamID, ws.GeneralChannelID, ts, "TGUEST", "UGUEST", "vote_up"); err != nil {
+		t.Fatal(err)
+	}
+	guest := c.next(t, 5*time.Second, socketmode.EventTypeInteractive).Data.(slack.InteractionCallback)
+	if guest.Team.ID != "TGUEST" || guest.User.TeamID != "TGUEST" || guest.User.ID != "UGUEST" {
+		t.Fatalf("guest click: team %s, user %+v", guest.Team.ID, guest.User)
 	}
 }

@@ -20,7 +20,8 @@ type WorkspaceActivity struct {
 	// LastAnswer is when a reply last ended with an answer (zero: never).
 	LastAnswer time.Time
 	// Answers and Errors count the replies of the recent window that
-	// ended with an answer, and those that did not (error, orphaned).
+	// ended with an answer (stopped ones included), and those that ended
+	// in an error (error, orphaned); refused questions are neither.
 	Answers, Errors int
 }
 
@@ -41,14 +42,14 @@ func (s *Store) WorkspaceActivity(ctx context.Context, window time.Duration) ([]
 			rows, err := tx.Query(ctx, `
 				SELECT w.team_id, w.team_name, w.status,
 				       (SELECT r.created_at FROM replies r
-				         WHERE r.team_id = w.team_id AND r.outcome = 'answered'
+				         WHERE r.team_id = w.team_id AND r.outcome IN ('answered', 'stopped')
 				         ORDER BY r.created_at DESC LIMIT 1),
 				       (SELECT count(*) FROM replies r
 				         WHERE r.team_id = w.team_id AND r.created_at > now() - $1 * interval '1 second'
-				           AND r.outcome = 'answered'),
+				           AND r.outcome IN ('answered', 'stopped')),
 				       (SELECT count(*) FROM replies r
 				         WHERE r.team_id = w.team_id AND r.created_at > now() - $1 * interval '1 second'
-				           AND r.outcome <> 'answered')
+				           AND r.outcome IN ('error', 'orphaned'))
 				FROM workspaces w
 				WHERE w.status <> 'removed'
 				ORDER BY w.created_at, w.team_id`, window.Seconds())

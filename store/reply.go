@@ -24,19 +24,22 @@ func (s *Store) RecordReply(ctx context.Context, r konstruct.Reply) error {
 	err := s.InTenant(ctx, r.TenantID, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `
 			INSERT INTO replies (tenant_id, workspace_id, team_id, channel_id, thread_ts, message_ts, event_id,
-			                     model, provider, prompt_tokens, completion_tokens, ttft_ms, latency_ms, outcome, error)
-			VALUES ($1, COALESCE($2::uuid, (SELECT id FROM workspaces WHERE team_id = $3)), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+			                     model, provider, prompt_tokens, completion_tokens, ttft_ms, latency_ms, outcome, error,
+			                     user_id, post_ts, answer_ms)
+			VALUES ($1, COALESCE($2::uuid, (SELECT id FROM workspaces WHERE team_id = $3)), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+			        $16, $17, $18)
 			ON CONFLICT (tenant_id, event_id) DO UPDATE SET
 				workspace_id = EXCLUDED.workspace_id, team_id = EXCLUDED.team_id,
 				channel_id = EXCLUDED.channel_id, thread_ts = EXCLUDED.thread_ts,
 				message_ts = EXCLUDED.message_ts, model = EXCLUDED.model, provider = EXCLUDED.provider,
 				prompt_tokens = EXCLUDED.prompt_tokens, completion_tokens = EXCLUDED.completion_tokens,
 				ttft_ms = EXCLUDED.ttft_ms, latency_ms = EXCLUDED.latency_ms,
-				outcome = EXCLUDED.outcome, error = EXCLUDED.error`,
+				outcome = EXCLUDED.outcome, error = EXCLUDED.error,
+				user_id = EXCLUDED.user_id, post_ts = EXCLUDED.post_ts, answer_ms = EXCLUDED.answer_ms`,
 			r.TenantID, workspaceID, r.TeamID, r.ChannelID, r.ThreadTS, r.MessageTS, r.EventID,
 			r.Model, r.Provider, r.PromptTokens, r.CompletionTokens,
 			ceilMS(r.TimeToFirstToken), ceilMS(r.Latency),
-			r.Outcome, konstruct.Redact(r.Error))
+			r.Outcome, konstruct.Redact(r.Error), r.UserID, r.PostTS, ceilMS(r.AnswerTime))
 		return err
 	})
 	return wrap(err, "record reply")
@@ -53,21 +56,22 @@ func (s *Store) Replies(ctx context.Context, tenantID string, limit int) ([]kons
 		rows, err := tx.Query(ctx, `
 			SELECT id, tenant_id, COALESCE(workspace_id::text, ''), team_id, channel_id, thread_ts, message_ts,
 			       event_id, model, provider, prompt_tokens, completion_tokens, ttft_ms, latency_ms,
-			       outcome, error, created_at
+			       outcome, error, user_id, post_ts, answer_ms, created_at
 			FROM replies ORDER BY created_at DESC, id LIMIT $1`, limit)
 		if err != nil {
 			return err
 		}
 		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (konstruct.Reply, error) {
 			var (
-				r             konstruct.Reply
-				ttft, latency int64
+				r                     konstruct.Reply
+				ttft, latency, answer int64
 			)
 			err := row.Scan(&r.ID, &r.TenantID, &r.WorkspaceID, &r.TeamID, &r.ChannelID, &r.ThreadTS, &r.MessageTS,
 				&r.EventID, &r.Model, &r.Provider, &r.PromptTokens, &r.CompletionTokens, &ttft, &latency,
-				&r.Outcome, &r.Error, &r.CreatedAt)
+				&r.Outcome, &r.Error, &r.UserID, &r.PostTS, &answer, &r.CreatedAt)
 			r.TimeToFirstToken = time.Duration(ttft) * time.Millisecond
 			r.Latency = time.Duration(latency) * time.Millisecond
+			r.AnswerTime = time.Duration(answer) * time.Millisecond
 			return r, err
 		})
 		return err

@@ -17,7 +17,7 @@ import (
 	"github.com/konstruct/konstruct/store"
 )
 
-var tenantTables = []string{"tenants", "agents", "workspaces", "replies"}
+var tenantTables = []string{"tenants", "agents", "workspaces", "replies", "policies", "feedback"}
 
 // fixture is one tenant with an agent, a workspace and a reply.
 type fixture struct {
@@ -43,6 +43,13 @@ func seed(t *testing.T, st *store.Store, slug string) fixture {
 		t.Fatal(err)
 	}
 	if err := st.RecordReply(ctx, konstruct.Reply{TenantID: ten.ID, WorkspaceID: w.ID, TeamID: w.TeamID, EventID: "Ev" + slug, Outcome: konstruct.OutcomeAnswered}); err != nil {
+		t.Fatal(err)
+	}
+	dms := false
+	if _, err := st.SetPolicy(ctx, ten.ID, konstruct.PolicyPatch{DMs: &dms}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.RecordVote(ctx, konstruct.Vote{Post: konstruct.Post{TenantID: ten.ID, TeamID: w.TeamID, ChannelID: "C1", TS: "1.0"}, User: "U1", Up: true}); err != nil {
 		t.Fatal(err)
 	}
 	return fixture{tenant: ten, workspace: w}
@@ -105,6 +112,8 @@ func TestRLSIsolation(t *testing.T) {
 				"workspaces": "INSERT INTO workspaces (tenant_id, team_id, status) VALUES ($1, 'TX" + tc.name + "', 'removed')",
 				"replies":    "INSERT INTO replies (tenant_id, event_id) VALUES ($1, 'Evx')",
 				"tenants":    "INSERT INTO tenants (id, slug, name) VALUES ($1, 'x" + tc.name + "', 'x')",
+				"policies":   "INSERT INTO policies (tenant_id) VALUES ($1)",
+				"feedback":   "INSERT INTO feedback (tenant_id, team_id, channel_id, post_ts, user_id, vote) VALUES ($1, 'T', 'C', '1.0', 'U', 'up')",
 			}
 			for table, q := range inserts {
 				arg := tc.peer.tenant.ID
@@ -272,6 +281,7 @@ func TestRLSCatalog(t *testing.T) {
 	want := map[string]string{
 		"tenants": "SELECT,INSERT", "agents": "SELECT,INSERT,UPDATE",
 		"workspaces": "SELECT,INSERT,UPDATE", "replies": "SELECT,INSERT,UPDATE",
+		"policies": "SELECT,INSERT,UPDATE", "feedback": "SELECT,INSERT,UPDATE",
 		"goose_db_version": "SELECT",
 	}
 	for table, privs := range want {

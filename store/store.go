@@ -1,5 +1,6 @@
 // Package store is Konstruct's Postgres data layer (pgx): tenants, their
-// agents, Slack workspaces with encrypted tokens, and replies.
+// agents, policies and budgets, Slack workspaces with encrypted tokens,
+// replies and the feedback on them, and the usage figures made of those.
 //
 // Every tenant-scoped read or write runs in a transaction that first sets
 // app.current_tenant with set_config(…, true), i.e. for that transaction
@@ -89,7 +90,7 @@ func (s *Store) CheckRole(ctx context.Context) error {
 		       EXISTS (SELECT 1 FROM pg_class c
 		               JOIN pg_namespace n ON n.oid = c.relnamespace
 		               WHERE n.nspname = 'public'
-		                 AND c.relname IN ('tenants', 'agents', 'workspaces', 'replies')
+		                 AND c.relname IN ('tenants', 'agents', 'workspaces', 'replies', 'policies', 'feedback')
 		                 AND pg_has_role(r.oid, c.relowner, 'MEMBER')),
 		       ARRAY(SELECT a.rolname FROM pg_roles a
 		             WHERE a.oid <> r.oid AND (a.rolsuper OR a.rolbypassrls)

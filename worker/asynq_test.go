@@ -34,7 +34,7 @@ func (e *env) startServer(shutdownTimeout time.Duration) (w *Server, stop func()
 	q := e.rdb.NewQueue(e.t, queue.Config{ShutdownTimeout: shutdownTimeout})
 	cfg := e.cfg
 	cfg.Concurrency = cmp.Or(cfg.Concurrency, 4)
-	w = New(cfg, Deps{Agents: e.st, Records: e.st, Slack: e.web, LLM: e.llm, Tasks: q, States: q, Budgets: q})
+	w = New(cfg, Deps{Agents: e.st, Records: e.st, Slack: e.web, LLM: e.llm, Tasks: q, States: q, Budgets: q, Policies: e.pols, Usage: q, Stops: q})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = w.Run(ctx); close(done) }()

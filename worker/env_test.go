@@ -41,6 +41,7 @@ type env struct {
 	q      *queue.Queue
 	clock  *clock
 	states *engager
+	pols   *store.PolicyCache
 	tenant string
 	w      *Server
 	cfg    Config
@@ -86,21 +87,29 @@ type clock struct{ offset atomic.Int64 }
 func (c *clock) now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
 func (c *clock) advance(d time.Duration) { c.offset.Add(int64(d)) }
 
-// engager is the real queue, counting Engage calls on their way.
+// engager is the real queue, counting EngageFor calls on their way.
 type engager struct {
 	*queue.Queue
 	mu      sync.Mutex
 	engaged map[string]int
+	ttls    map[string]time.Duration
 }
 
-func (g *engager) Engage(ctx context.Context, tenantID, channelID, threadTS string) error {
+func (g *engager) EngageFor(ctx context.Context, tenantID, channelID, threadTS string, ttl time.Duration) error {
 	g.mu.Lock()
 	if g.engaged == nil {
-		g.engaged = map[string]int{}
+		g.engaged, g.ttls = map[string]int{}, map[string]time.Duration{}
 	}
 	g.engaged[tenantID+"/"+channelID+"/"+threadTS]++
+	g.ttls[tenantID+"/"+channelID+"/"+threadTS] = ttl
 	g.mu.Unlock()
-	return g.Queue.Engage(ctx, tenantID, channelID, threadTS)
+	return g.Queue.EngageFor(ctx, tenantID, channelID, threadTS, ttl)
+}
+
+func (g *engager) ttl(tenantID, channelID, threadTS string) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.ttls[tenantID+"/"+channelID+"/"+threadTS]
 }
 
 func (g *engager) count(tenantID, channelID, threadTS string) int {
@@ -155,6 +164,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	setup.cfg.Now = e.clock.now
 	e.q = e.rdb.NewQueue(t, setup.qcfg)
 	e.states = &engager{Queue: e.q}
+	e.pols = store.NewPolicyCache(e.st, time.Millisecond, nil)
 	e.tenant = e.addTenant(setup.agent)
 
 	e.cfg = setup.cfg
@@ -163,7 +173,8 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 }
 
 func (e *env) newServer() *Server {
-	return New(e.cfg, Deps{Agents: e.st, Records: e.st, Slack: e.web, LLM: e.llm, Tasks: e.q, States: e.states, Budgets: e.q})
+	return New(e.cfg, Deps{Agents: e.st, Records: e.st, Slack: e.web, LLM: e.llm, Tasks: e.q, States: e.states, Budgets: e.q,
+		Policies: e.pols, Usage: e.q, Stops: e.q})
 }
 
 func (e *env) addTenant(a konstruct.Agent) string {

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -161,7 +162,7 @@ func (w *Server) takeOver(ctx context.Context, st konstruct.ReplyState) {
 	}
 	text, outcome, cause := textOrphaned, konstruct.OutcomeOrphaned, error(konstruct.Errorf(konstruct.EUNAVAILABLE, "the process answering stopped"))
 	if st.Stage == konstruct.StageFinal && st.Text != "" {
-		text, outcome, cause = st.Text, konstruct.OutcomeAnswered, nil
+		text, outcome, cause = st.Text, cmp.Or(st.Outcome, konstruct.OutcomeAnswered), nil // answered, or stopped
 	}
 	if err := r.finish(ctx, text, outcome, cause); err != nil && !errors.Is(err, cause) && !errors.Is(err, konstruct.ErrNoRetry) {
 		log.LogAttrs(ctx, slog.LevelWarn, "finish orphaned reply", slog.String("error", err.Error()))

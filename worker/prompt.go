@@ -49,14 +49,15 @@ func systemPrompt(a konstruct.Agent) string {
 
 // prompt builds the chat for a reply: the system prompt, the thread's
 // earlier messages (read from Slack when the post is in a thread) and the
-// question.
-func (w *Server) prompt(ctx context.Context, agent konstruct.Agent, m konstruct.Message, st *konstruct.ReplyState) ([]llm.Message, error) {
+// question. alone (the tenant follows no threads) leaves the thread out:
+// the model sees the question only.
+func (w *Server) prompt(ctx context.Context, agent konstruct.Agent, m konstruct.Message, st *konstruct.ReplyState, alone bool) ([]llm.Message, error) {
 	// A top-level post starts its thread: there is no history to read, and
 	// skipping conversations.replies saves a Slack round trip (Tier 3) on
 	// the most common path — once we know our own bot user, which the
 	// thread would otherwise tell us.
 	var thread []konstruct.ThreadMessage
-	if m.InThread() || m.BotUserID == "" {
+	if !alone && (m.InThread() || m.BotUserID == "") {
 		var err error
 		thread, err = w.deps.Slack.Replies(ctx, m.TeamID, m.ChannelID, m.ReplyThreadTS())
 		if err != nil {

@@ -28,6 +28,14 @@ const (
 	textCutOffNote = "_(The answer was cut off: the language model stopped responding.)_"
 	textTooLong    = "_(The answer was cut here: it was longer than I may post in one reply.)_"
 	textLostThread = "Sorry — I couldn't post my answer here. Please try again."
+	textStopped    = "_(Stopped: the answer was cut short on request.)_"
+)
+
+// The buttons' labels.
+const (
+	labelVoteUp   = "👍"
+	labelVoteDown = "👎"
+	labelStop     = "Stop"
 )
 
 // errorTexts are left out of the thread history given to the model.
@@ -53,6 +61,9 @@ var errTooLong = errors.New("the answer passed its length cap")
 
 // errLeaseLost cancels a reply whose lease another process took over.
 var errLeaseLost = errors.New("the reply's lease was lost")
+
+// errStopped cancels the LLM request of a reply whose asker pressed Stop.
+var errStopped = errors.New("the asker stopped the answer")
 
 // reply is one answer in one thread, a state machine over its durable
 // state st. Its stage moves forward only:
@@ -147,7 +158,7 @@ func (r *reply) run(ctx context.Context) error {
 			// same message.
 			err = r.generate(ctx)
 		case konstruct.StageFinal:
-			return r.finish(ctx, r.st.Text, konstruct.OutcomeAnswered, nil)
+			return r.finish(ctx, r.st.Text, cmp.Or(r.st.Outcome, konstruct.OutcomeAnswered), nil)
 		case konstruct.StageDone:
 			return nil
 		default:
@@ -212,17 +223,26 @@ func (r *reply) generate(ctx context.Context) error {
 		}
 		return fmt.Errorf("load agent: %w", err)
 	}
-	msgs, err := w.prompt(ctx, agent, *m, &r.st)
+	msgs, err := w.prompt(ctx, agent, *m, &r.st, r.job.Alone)
 	if err != nil {
 		return err
 	}
 	if err := r.advance(ctx, konstruct.StageStreaming); err != nil {
 		return err
 	}
+	if w.stopped(ctx, r.st.Post) {
+		// Stopped before the model was asked (a delivery that resumes).
+		return r.stop(ctx, "")
+	}
 
-	s := w.newStreamer(ctx, r)
+	// The request has its own context: Stop cancels it, and only it.
+	lctx, cancelLLM := context.WithCancelCause(ctx)
+	defer cancelLLM(nil)
+	mt := w.newMeter(m.TenantID, r.log)
+	mt.start(ctx, msgs)
+	s := w.newStreamer(ctx, r, mt, func() { cancelLLM(errStopped) })
 	limit := w.cfg.MaxAnswerMessages * w.cfg.PartChars // characters
-	res, err := w.deps.LLM.Stream(ctx, llm.Request{Model: agent.Model, Tenant: m.TenantID, Providers: agent.Providers, Messages: msgs, MaxTokens: w.cfg.MaxAnswerTokens},
+	res, err := w.deps.LLM.Stream(lctx, llm.Request{Model: agent.Model, Tenant: m.TenantID, Providers: agent.Providers, Messages: msgs, MaxTokens: w.cfg.MaxAnswerTokens},
 		func(d string) error {
 			if s.add(d) > limit {
 				return errTooLong
@@ -230,12 +250,16 @@ func (r *reply) generate(ctx context.Context) error {
 			return nil
 		})
 	s.close(ctx)
+	mt.settle(ctx, res.PromptTokens+res.CompletionTokens)
 	r.st.Stats = konstruct.ReplyStats{Model: cmp.Or(res.Model, agent.Model), Provider: res.Provider, PromptTokens: res.PromptTokens,
 		CompletionTokens: res.CompletionTokens, TimeToFirstToken: res.TimeToFirstToken, Latency: res.Latency}
 	if ctx.Err() != nil {
 		// Shut down, or the lease was lost: hand the task back; the next
 		// delivery resumes in the same message.
 		return context.Cause(ctx)
+	}
+	if errors.Is(context.Cause(lctx), errStopped) {
+		return r.stop(ctx, res.Text)
 	}
 	if errors.Is(err, errTooLong) {
 		// A model that will not stop: what fits, and say it was cut.
@@ -258,15 +282,53 @@ func (r *reply) generate(ctx context.Context) error {
 	return r.advance(ctx, konstruct.StageFinal)
 }
 
+// stop makes what the model wrote before the asker pressed Stop the final
+// answer, marked as stopped.
+func (r *reply) stop(ctx context.Context, partial string) error {
+	r.st.Text = textStopped
+	if p := strings.TrimSpace(partial); p != "" {
+		r.st.Text = p + "\n\n" + textStopped
+	}
+	r.st.Outcome = konstruct.OutcomeStopped
+	r.log.LogAttrs(ctx, slog.LevelInfo, "answer stopped by the asker", slog.Int("chars", utf8.RuneCountInString(partial)))
+	return r.advance(ctx, konstruct.StageFinal)
+}
+
+// ref is what the reply's buttons carry: its post and who asked.
+func (r *reply) ref() konstruct.AnswerRef {
+	p := r.st.Post
+	return konstruct.AnswerRef{TeamID: p.TeamID, ChannelID: p.ChannelID, TS: p.TS, Asker: r.job.Message.User}
+}
+
+// stopButtons go under an answer while it streams.
+func (r *reply) stopButtons() []konstruct.Button {
+	return []konstruct.Button{{ActionID: konstruct.ActionStop, Text: labelStop, Value: r.ref().String()}}
+}
+
+// voteButtons go under a final answer (stopped ones too).
+func (r *reply) voteButtons() []konstruct.Button {
+	v := r.ref().String()
+	return []konstruct.Button{
+		{ActionID: konstruct.ActionVoteUp, Text: labelVoteUp, Value: v},
+		{ActionID: konstruct.ActionVoteDown, Text: labelVoteDown, Value: v},
+	}
+}
+
 // finish puts text in the reply's messages (the answer, or a human error
 // when cause is set), marks the reply done, records it and, for an answer,
-// engages the thread. It returns nil for an answer, cause for an error
-// (konstruct.NoRetry-wrapped when retrying cannot help).
+// engages the thread as the tenant's policy says. It returns nil for an
+// answer, cause for an error (konstruct.NoRetry-wrapped when retrying
+// cannot help). An answer (stopped or not) carries the 👍/👎 buttons.
 func (r *reply) finish(ctx context.Context, text, outcome string, cause error) error {
 	w := r.w
 	fctx, cancel := context.WithTimeout(ctx, w.cfg.FinalizeTimeout)
 	defer cancel()
-	if err := w.deliver(fctx, &r.st, text); err != nil {
+	answered := outcome == konstruct.OutcomeAnswered || outcome == konstruct.OutcomeStopped
+	var buttons []konstruct.Button
+	if answered {
+		buttons = r.voteButtons()
+	}
+	if err := w.deliver(fctx, &r.st, text, buttons); err != nil {
 		if ctx.Err() == nil && !transient(err) {
 			// Slack refuses the message for good (channel gone, token
 			// revoked): nothing a retry or the janitor could do.
@@ -277,14 +339,29 @@ func (r *reply) finish(ctx context.Context, text, outcome string, cause error) e
 		return fmt.Errorf("deliver reply: %w", err)
 	}
 	r.done(ctx, outcome, cause)
-	if outcome == konstruct.OutcomeAnswered {
-		ectx, ecancel := detached(ctx, 5*time.Second)
-		defer ecancel()
-		if err := w.deps.States.Engage(ectx, r.st.Post.TenantID, r.st.Post.ChannelID, r.st.ThreadTS); err != nil {
-			r.log.LogAttrs(ctx, slog.LevelWarn, "engage thread", slog.String("error", err.Error()))
-		}
+	if answered {
+		r.engage(ctx)
 	}
 	return cause
+}
+
+// engage marks the thread followed after an answer, for the tenant's
+// follow TTL, when its policy auto-follows threads (when the policy cannot
+// be read: as by default, threads.engaged_ttl).
+func (r *reply) engage(ctx context.Context) {
+	ctx, cancel := detached(ctx, 5*time.Second)
+	defer cancel()
+	post := r.st.Post
+	var ttl time.Duration
+	if pol, err := r.w.deps.Policies.Policy(ctx, post.TenantID); err == nil {
+		if pol.Follow != konstruct.FollowAuto {
+			return
+		}
+		ttl = pol.FollowTTL
+	}
+	if err := r.w.deps.States.EngageFor(ctx, post.TenantID, post.ChannelID, r.st.ThreadTS, ttl); err != nil {
+		r.log.LogAttrs(ctx, slog.LevelWarn, "engage thread", slog.String("error", err.Error()))
+	}
 }
 
 // done marks the reply done and records it: the thread shows its final
@@ -340,7 +417,8 @@ func (r *reply) lastChance() bool {
 // deliver puts text into the reply's messages: the first part in the main
 // message, the others in follow-ups, editing the follow-ups a previous
 // delivery recorded and posting (then recording) only the missing ones.
-func (w *Server) deliver(ctx context.Context, st *konstruct.ReplyState, text string) error {
+// The buttons go under the last part (where a reader ends).
+func (w *Server) deliver(ctx context.Context, st *konstruct.ReplyState, text string, buttons []konstruct.Button) error {
 	post := st.Post
 	parts := markdown.Split(text, w.cfg.PartChars)
 	if len(parts) == 0 {
@@ -359,7 +437,14 @@ func (w *Server) deliver(ctx context.Context, st *konstruct.ReplyState, text str
 	if st.StreamTS != "" {
 		w.stopStream(ctx, post, st.StreamTS)
 	}
-	if err := w.finalEdit(ctx, post, st.MainTS(), parts[0], maxFinalWait); err != nil {
+	last := len(parts) - 1
+	buttonsOf := func(i int) []konstruct.Button {
+		if i == last {
+			return buttons
+		}
+		return nil
+	}
+	if err := w.finalEdit(ctx, post, st.MainTS(), konstruct.Content{Markdown: parts[0], Buttons: buttonsOf(0)}, maxFinalWait); err != nil {
 		overBudget := errors.Is(err, errOverBudget)
 		if !overBudget && konstruct.SlackCode(err) != "message_not_found" {
 			return fmt.Errorf("edit answer: %w", err)
@@ -370,7 +455,7 @@ func (w *Server) deliver(ctx context.Context, st *konstruct.ReplyState, text str
 		// placeholder it replaces is deleted under chat.delete's own budget
 		// — now, or by the janitor when that budget allows.
 		old := st.MainTS()
-		ts, perr := w.postOnce(ctx, post, st.ThreadTS, konstruct.Content{Markdown: parts[0]}, old, konstruct.PriorityFinal)
+		ts, perr := w.postOnce(ctx, post, st.ThreadTS, konstruct.Content{Markdown: parts[0], Buttons: buttonsOf(0)}, old, konstruct.PriorityFinal)
 		if perr != nil {
 			return fmt.Errorf("post answer: %w", perr)
 		}
@@ -389,13 +474,13 @@ func (w *Server) deliver(ctx context.Context, st *konstruct.ReplyState, text str
 	after := st.MainTS()
 	for i, part := range parts[1:] {
 		if i < len(st.FollowUps) {
-			if err := w.finalEdit(ctx, post, st.FollowUps[i], part, 0); err != nil {
+			if err := w.finalEdit(ctx, post, st.FollowUps[i], konstruct.Content{Markdown: part, Buttons: buttonsOf(i + 1)}, 0); err != nil {
 				return fmt.Errorf("edit follow-up: %w", err)
 			}
 			after = st.FollowUps[i]
 			continue
 		}
-		ts, err := w.postOnce(ctx, post, st.ThreadTS, konstruct.Content{Markdown: part}, after, konstruct.PriorityFinal)
+		ts, err := w.postOnce(ctx, post, st.ThreadTS, konstruct.Content{Markdown: part, Buttons: buttonsOf(i + 1)}, after, konstruct.PriorityFinal)
 		if err != nil {
 			return fmt.Errorf("post follow-up: %w", err)
 		}
@@ -457,11 +542,19 @@ func (w *Server) cleanup(ctx context.Context, st *konstruct.ReplyState) {
 // logged, never shown: the answer is already in the thread.
 func (w *Server) record(ctx context.Context, r *reply, outcome string) {
 	st, m := &r.st, &r.job.Message
+	since := time.Duration(0) // what the asker waited for the final answer
+	switch {
+	case !m.ReceivedAt.IsZero():
+		since = time.Since(m.ReceivedAt)
+	case !m.EventTime.IsZero():
+		since = time.Since(m.EventTime)
+	}
 	row := konstruct.Reply{
 		TenantID: st.Post.TenantID, TeamID: st.Post.TeamID, ChannelID: st.Post.ChannelID, ThreadTS: st.ThreadTS,
 		MessageTS: st.MainTS(), EventID: cmp.Or(st.EventID, st.Post.String()),
 		Model: st.Stats.Model, Provider: st.Stats.Provider, PromptTokens: st.Stats.PromptTokens, CompletionTokens: st.Stats.CompletionTokens,
 		TimeToFirstToken: st.Stats.TimeToFirstToken, Latency: st.Stats.Latency, Outcome: outcome, Error: st.ErrorCode,
+		UserID: m.User, PostTS: st.Post.TS, AnswerTime: since,
 	}
 	var err error
 	for try := range 3 {
@@ -475,16 +568,9 @@ func (w *Server) record(ctx context.Context, r *reply, outcome string) {
 	if err != nil {
 		r.log.LogAttrs(ctx, slog.LevelError, "record reply", slog.String("error", err.Error()))
 	}
-	since := time.Duration(0)
-	switch {
-	case !m.ReceivedAt.IsZero():
-		since = time.Since(m.ReceivedAt)
-	case !m.EventTime.IsZero():
-		since = time.Since(m.EventTime)
-	}
 	w.cfg.Metrics.Reply(outcome, since)
 	level := slog.LevelInfo
-	if outcome != konstruct.OutcomeAnswered {
+	if outcome != konstruct.OutcomeAnswered && outcome != konstruct.OutcomeStopped {
 		level = slog.LevelWarn
 	}
 	r.log.LogAttrs(ctx, level, "reply",

@@ -89,13 +89,24 @@ func (w *Server) write(ctx context.Context, post konstruct.Post, method string, 
 	}
 }
 
-// finalEdit replaces a message's content with Markdown, and does not give
-// up on rate limits; with maxWait > 0 it gives errOverBudget rather than
-// wait longer than that for the budget.
-func (w *Server) finalEdit(ctx context.Context, post konstruct.Post, ts, md string, maxWait time.Duration) error {
+// finalEdit replaces a message's content, and does not give up on rate
+// limits; with maxWait > 0 it gives errOverBudget rather than wait longer
+// than that for the budget.
+func (w *Server) finalEdit(ctx context.Context, post konstruct.Post, ts string, c konstruct.Content, maxWait time.Duration) error {
 	return w.write(ctx, post, methodUpdate, konstruct.PriorityFinal, maxWait, func(ctx context.Context) error {
-		return w.deps.Slack.Update(ctx, post.TeamID, post.ChannelID, ts, konstruct.Content{Markdown: md})
+		return w.deps.Slack.Update(ctx, post.TeamID, post.ChannelID, ts, c)
 	}, nil)
+}
+
+// stopped reports whether the asker of the post pressed Stop (a Redis
+// failure reads as no: the answer goes on).
+func (w *Server) stopped(ctx context.Context, post konstruct.Post) bool {
+	ok, err := w.deps.Stops.ReplyStopped(ctx, post)
+	if err != nil {
+		w.log.LogAttrs(ctx, slog.LevelDebug, "read stop", slog.String("error", err.Error()))
+		return false
+	}
+	return ok
 }
 
 // postOnce posts a message in the thread without ever posting it twice: on

@@ -18,17 +18,25 @@ import (
 // the workspace's write budget allows; skipped writes fold into the next
 // one. The final text is delivered afterwards by the reply, so under a 429
 // storm nothing but the final edit is owed.
+//
+// Every StopPoll the loop also counts the answer's tokens so far against
+// the tenant's budgets (meter) and looks whether the asker pressed Stop
+// (a key any process may have set): then it calls stop, which cancels the
+// LLM request, and shows nothing more — the reply delivers the partial
+// answer, marked as stopped.
 type streamer struct {
-	w    *Server
-	r    *reply
-	out  output
-	used []output // every output the loop used, ended by close
+	w     *Server
+	r     *reply
+	out   output
+	used  []output // every output the loop used, ended by close
+	meter *meter
+	stop  func() // cancels the LLM request; called once at most
 
 	mu    sync.Mutex
 	buf   strings.Builder
 	runes int
 
-	stop, done chan struct{}
+	closing, done chan struct{}
 }
 
 // output is where a streaming answer shows: chat.update edits of one
@@ -47,16 +55,16 @@ const tick = 200 * time.Millisecond
 // newStreamer starts streaming into the reply's message: edits of the
 // placeholder, or a native stream when so configured and no earlier
 // delivery left one (which is then ended and edited instead).
-func (w *Server) newStreamer(ctx context.Context, r *reply) *streamer {
-	s := &streamer{w: w, r: r, stop: make(chan struct{}), done: make(chan struct{})}
+func (w *Server) newStreamer(ctx context.Context, r *reply, m *meter, stop func()) *streamer {
+	s := &streamer{w: w, r: r, meter: m, stop: stop, closing: make(chan struct{}), done: make(chan struct{})}
 	switch {
 	case r.st.StreamTS != "":
 		w.stopStream(ctx, r.st.Post, r.st.StreamTS)
-		s.out = &editOutput{w: w, post: r.st.Post, ts: r.st.StreamTS}
+		s.out = &editOutput{w: w, post: r.st.Post, ts: r.st.StreamTS, buttons: r.stopButtons()}
 	case w.cfg.Streaming == StreamingNative:
 		s.out = &nativeOutput{w: w, r: r}
 	default:
-		s.out = &editOutput{w: w, post: r.st.Post, ts: r.st.PlaceholderTS}
+		s.out = &editOutput{w: w, post: r.st.Post, ts: r.st.PlaceholderTS, buttons: r.stopButtons()}
 	}
 	s.used = append(s.used, s.out)
 	go s.run(ctx)
@@ -83,7 +91,7 @@ func (s *streamer) text() string {
 
 // close stops the loop, waits for it and lets the outputs end.
 func (s *streamer) close(ctx context.Context) {
-	close(s.stop)
+	close(s.closing)
 	<-s.done
 	for _, o := range s.used {
 		o.end(ctx)
@@ -95,16 +103,25 @@ func (s *streamer) run(ctx context.Context) {
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	shown := 0
-	var last time.Time
+	var last, polled time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-s.stop:
+		case <-s.closing:
 			return
 		case <-t.C:
 		}
 		text := s.text()
+		if time.Since(polled) >= s.w.cfg.StopPoll {
+			polled = time.Now()
+			s.meter.streamed(ctx, text)
+			if s.w.stopped(ctx, s.r.st.Post) {
+				s.r.log.LogAttrs(ctx, slog.LevelInfo, "the asker stopped the answer")
+				s.stop()
+				return // the answer stops changing here
+			}
+		}
 		if len(text) == shown || strings.TrimSpace(text) == "" || time.Since(last) < s.w.cfg.EditInterval {
 			continue
 		}
@@ -151,17 +168,19 @@ func (w *Server) streamView(text string) string {
 	return markdown.Split(head, w.cfg.PartChars)[0]
 }
 
-// editOutput streams by chat.update edits of one message.
+// editOutput streams by chat.update edits of one message, with a Stop
+// button under it.
 type editOutput struct {
-	w    *Server
-	post konstruct.Post
-	ts   string
+	w       *Server
+	post    konstruct.Post
+	ts      string
+	buttons []konstruct.Button
 }
 
 func (e *editOutput) method() string { return methodUpdate }
 
 func (e *editOutput) show(ctx context.Context, text string) error {
-	return e.w.deps.Slack.Update(ctx, e.post.TeamID, e.post.ChannelID, e.ts, konstruct.Content{Markdown: e.w.streamView(text)})
+	return e.w.deps.Slack.Update(ctx, e.post.TeamID, e.post.ChannelID, e.ts, konstruct.Content{Markdown: e.w.streamView(text), Buttons: e.buttons})
 }
 
 func (e *editOutput) end(context.Context) {}
@@ -223,7 +242,7 @@ func (n *nativeOutput) fallback() output {
 	if n.ts != "" {
 		return nil
 	}
-	return &editOutput{w: n.w, post: n.r.st.Post, ts: n.r.st.PlaceholderTS}
+	return &editOutput{w: n.w, post: n.r.st.Post, ts: n.r.st.PlaceholderTS, buttons: n.r.stopButtons()}
 }
 
 func (n *nativeOutput) end(ctx context.Context) {

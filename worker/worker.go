@@ -81,11 +81,15 @@ type Config struct {
 	OrphanGrace time.Duration
 	// AgentCacheTTL is how long an agent stays cached (default 30s).
 	AgentCacheTTL time.Duration
+	// StopPoll is how often a streaming answer looks whether its asker
+	// pressed Stop, and counts its tokens so far (default 500 ms).
+	StopPoll time.Duration
 
 	Logger *slog.Logger
 	// Metrics may be nil.
 	Metrics *metrics.Metrics
-	// Now is the janitor's clock (default time.Now; tests move it).
+	// Now is the janitor's clock and the one of the UTC days and months of
+	// token budgets (default time.Now; tests move it).
 	Now func() time.Time
 }
 
@@ -142,6 +146,7 @@ func (c Config) withDefaults() Config {
 	c.JanitorInterval = cmp.Or(c.JanitorInterval, 15*time.Second)
 	c.OrphanGrace = cmp.Or(c.OrphanGrace, 2*time.Minute)
 	c.AgentCacheTTL = cmp.Or(c.AgentCacheTTL, 30*time.Second)
+	c.StopPoll = cmp.Or(c.StopPoll, 500*time.Millisecond)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -202,8 +207,9 @@ type States interface {
 	// ClaimPlaceholder records ts unless a placeholder is recorded, and
 	// returns the one that holds.
 	ClaimPlaceholder(ctx context.Context, post konstruct.Post, ts string) (string, error)
-	// Engage marks a thread engaged after an answer.
-	Engage(ctx context.Context, tenantID, channelID, threadTS string) error
+	// EngageFor marks a thread engaged after an answer, for ttl (0: the
+	// install's threads.engaged_ttl).
+	EngageFor(ctx context.Context, tenantID, channelID, threadTS string, ttl time.Duration) error
 	// DueReplies, ClaimDue and Reschedule are the janitor's index of
 	// replies whose process stopped sending heartbeats.
 	DueReplies(ctx context.Context, n int) ([]konstruct.Post, error)
@@ -228,15 +234,36 @@ type Budgets interface {
 	PauseSlack(ctx context.Context, teamID, method string, d time.Duration) error
 }
 
+// Policies gives a tenant's policy (*store.PolicyCache): how it follows
+// threads, and its token budgets.
+type Policies interface {
+	Policy(ctx context.Context, tenantID string) (konstruct.Policy, error)
+}
+
+// Usage counts the LLM tokens each tenant spends per UTC day and month
+// (*queue.Queue), against its budgets.
+type Usage interface {
+	AddTokens(ctx context.Context, tenantID string, at time.Time, n int64) (day, month int64, err error)
+}
+
+// Stops tells whether the asker of a post pressed Stop on its answer, in
+// any process (*queue.Queue).
+type Stops interface {
+	ReplyStopped(ctx context.Context, post konstruct.Post) (bool, error)
+}
+
 // Deps are the services a Server uses; all are required.
 type Deps struct {
-	Agents  AgentSource
-	Records Records
-	Slack   Slack
-	LLM     LLM
-	Tasks   Tasks
-	States  States
-	Budgets Budgets
+	Agents   AgentSource
+	Records  Records
+	Slack    Slack
+	LLM      LLM
+	Tasks    Tasks
+	States   States
+	Budgets  Budgets
+	Policies Policies
+	Usage    Usage
+	Stops    Stops
 }
 
 // Server generates replies. Run serves the queue; Handle answers one job.
@@ -253,7 +280,8 @@ type Server struct {
 // New returns a Server. cfg is expected to be valid (Validate); missing
 // dependencies are a programming error and panic.
 func New(cfg Config, deps Deps) *Server {
-	if deps.Agents == nil || deps.Records == nil || deps.Slack == nil || deps.LLM == nil || deps.Tasks == nil || deps.States == nil || deps.Budgets == nil {
+	if deps.Agents == nil || deps.Records == nil || deps.Slack == nil || deps.LLM == nil || deps.Tasks == nil || deps.States == nil || deps.Budgets == nil ||
+		deps.Policies == nil || deps.Usage == nil || deps.Stops == nil {
 		panic("worker: every dependency is required")
 	}
 	cfg = cfg.withDefaults()

@@ -67,6 +67,9 @@ func buildManifest(name string) ([]byte, error) {
 	m.Features.BotUser.AlwaysOnline = true
 	m.OAuthConfig.Scopes.Bot = manifestScopes
 	m.Settings.EventSubscriptions.BotEvents = manifestEvents
+	// The 👍/👎 and Stop buttons on answers: their clicks come over the
+	// socket as interactive envelopes (no request URL with Socket Mode).
+	m.Settings.Interactivity.IsEnabled = true
 	m.Settings.SocketModeEnabled = true
 	return yaml.Marshal(&m)
 }

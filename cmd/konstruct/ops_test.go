@@ -44,6 +44,9 @@ func TestManifest(t *testing.T) {
 			EventSubscriptions struct {
 				BotEvents []string `yaml:"bot_events"`
 			} `yaml:"event_subscriptions"`
+			Interactivity struct {
+				IsEnabled bool `yaml:"is_enabled"`
+			} `yaml:"interactivity"`
 			SocketModeEnabled bool `yaml:"socket_mode_enabled"`
 		} `yaml:"settings"`
 	}
@@ -52,6 +55,9 @@ func TestManifest(t *testing.T) {
 	}
 	if !m.Settings.SocketModeEnabled {
 		t.Error("socket_mode_enabled is not true")
+	}
+	if !m.Settings.Interactivity.IsEnabled {
+		t.Error("interactivity is off: the 👍/👎 and Stop buttons' clicks would never arrive")
 	}
 	if m.DisplayInformation.Name != "Mara Bot" || m.Features.BotUser.DisplayName != "mara-bot" {
 		t.Errorf("names: %q, bot user %q", m.DisplayInformation.Name, m.Features.BotUser.DisplayName)

@@ -102,6 +102,9 @@ type daemonHooks struct {
 	// ShutdownTimeout bounds how long the workers finish their replies at a
 	// stop before handing them back (default 20s; the whole stop fits 25s).
 	ShutdownTimeout time.Duration
+	// Now, when set, is the clock of the router, the workers and the
+	// queue: the UTC days of budgets and notes, the janitor's deadlines.
+	Now func() time.Time
 }
 
 // daemonT is a running Konstruct process: the pieces wired together.
@@ -112,14 +115,17 @@ type daemonT struct {
 	hooks   daemonHooks
 	metrics *metrics.Metrics
 	store   *store.Store
-	queue   *queue.Queue
-	web     *bot.Web
-	manager *bot.Manager
-	router  *router.Router
-	worker  *worker.Server
-	spool   *spool.Spool
-	intake  *spool.Recorder
-	httpLn  net.Listener
+	// policies are the tenants' policies, shared by the router and the
+	// workers, dropped when a tenant's changes (LISTEN).
+	policies *store.PolicyCache
+	queue    *queue.Queue
+	web      *bot.Web
+	manager  *bot.Manager
+	router   *router.Router
+	worker   *worker.Server
+	spool    *spool.Spool
+	intake   *spool.Recorder
+	httpLn   net.Listener
 	// loaded is set once the manager has read the workspaces: until then
 	// an empty socket list says nothing and /readyz is not ready.
 	loaded atomic.Bool
@@ -150,8 +156,9 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 	if err := d.store.CheckRole(ctx); err != nil {
 		return nil, err
 	}
+	d.policies = store.NewPolicyCache(d.store, policyTTL, logger)
 	qcfg := cfg.Queue()
-	qcfg.ShutdownTimeout, qcfg.Logger = d.hooks.ShutdownTimeout, logger
+	qcfg.ShutdownTimeout, qcfg.Logger, qcfg.Now = d.hooks.ShutdownTimeout, logger, d.hooks.Now
 	if d.queue, err = queue.Open(qcfg); err != nil {
 		return nil, err
 	}
@@ -211,6 +218,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 			// One consumer of the intake per process, the same after a
 			// restart: what it had taken, it finishes first.
 			Consumer: consumer,
+			Now:      d.hooks.Now,
 			Logger:   logger,
 			Metrics:  d.metrics,
 		}, router.Deps{
@@ -223,6 +231,12 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 			Replies:  d.queue,
 			Enqueuer: d.queue,
 			Budgets:  d.queue,
+			Policies: d.policies,
+			Usage:    d.queue,
+			Notes:    d.queue,
+			Records:  d.store,
+			Feedback: d.store,
+			Stops:    d.queue,
 		})
 	}
 
@@ -238,19 +252,27 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 			return nil, err
 		}
 		wcfg := cfg.WorkerConfig()
-		wcfg.Logger, wcfg.Metrics = logger, d.metrics
+		wcfg.Logger, wcfg.Metrics, wcfg.Now = logger, d.metrics, d.hooks.Now
 		d.worker = worker.New(wcfg, worker.Deps{
-			Agents:  d.store,
-			Records: d.store,
-			Slack:   d.web,
-			LLM:     client,
-			Tasks:   d.queue,
-			States:  d.queue,
-			Budgets: d.queue,
+			Agents:   d.store,
+			Records:  d.store,
+			Slack:    d.web,
+			LLM:      client,
+			Tasks:    d.queue,
+			States:   d.queue,
+			Budgets:  d.queue,
+			Policies: d.policies,
+			Usage:    d.queue,
+			Stops:    d.queue,
 		})
 	}
 	return d, nil
 }
+
+// policyTTL bounds how long a process serves a tenant's policy it read
+// before, should a change's notification be lost: well inside the 10 s a
+// change has to reach running daemons.
+const policyTTL = 5 * time.Second
 
 // consumerName names this process among the intake's readers: the host
 // and an id kept in its state directory. The spool holds that directory
@@ -305,14 +327,20 @@ func (d *daemonT) Run(ctx context.Context) error {
 		// The spool's replay outlives the sockets: what they recorded last
 		// may still be on disk.
 		g.Go(func() error { return d.intake.Run(bg) })
-		g.Go(func() error {
-			err := d.store.ListenWorkspaces(runCtx, d.manager.Trigger)
-			if err != nil && runCtx.Err() == nil {
-				log.Warn("workspace notifications stopped; relying on periodic reconcile", "error", err)
-			}
-			return nil
-		})
 	}
+	// Changes made with the CLI reach this process within seconds:
+	// workspaces (the gateway's sockets) and tenants' policies.
+	listen := map[string]func(string){store.PoliciesChannel: d.policies.Invalidate}
+	if d.manager != nil {
+		listen[store.WorkspacesChannel] = func(string) { d.manager.Trigger() }
+	}
+	g.Go(func() error {
+		err := d.store.Listen(runCtx, listen)
+		if err != nil && runCtx.Err() == nil {
+			log.Warn("database notifications stopped; relying on periodic reconciles and cache expiry", "error", err)
+		}
+		return nil
+	})
 	if d.worker != nil {
 		parts.Go(func() error { return d.worker.Run(runCtx) })
 		g.Go(func() error { d.watchQueue(bg); return nil })
