@@ -657,7 +657,9 @@ func TestManyConcurrentStreams(t *testing.T) {
 	s := fake(t, llmfake.WithoutRecording(), llmfake.WithHandler(func(r llmfake.ChatRequest) llmfake.Reply {
 		return llmfake.Reply{Text: "answer to " + r.LastUser(), TokenDelay: time.Millisecond}
 	}))
-	c := client(t, llm.Config{Providers: []llm.Provider{{BaseURL: s.URL()}}})
+	// A generous total: 200 streams at once under the race detector on a
+	// busy machine; the test is about correctness, not speed.
+	c := client(t, llm.Config{Providers: []llm.Provider{{BaseURL: s.URL()}}, Timeouts: llm.Timeouts{Total: time.Minute}})
 	var wg sync.WaitGroup
 	errs := make(chan error, 200)
 	for i := range 200 {
@@ -785,12 +787,14 @@ func TestServerThatNeverAnswers(t *testing.T) {
 func TestReasoningKeepsFirstTokenTimerAtBay(t *testing.T) {
 	t.Parallel()
 	s := fake(t, llmfake.WithHandler(func(llmfake.ChatRequest) llmfake.Reply {
-		return llmfake.Reply{Reasoning: slices.Repeat([]string{"hmm "}, 8), TokenDelay: 50 * time.Millisecond, Text: "42"}
+		// 1.5 s of reasoning, a chunk every 50 ms: three times the
+		// first-token timeout, with a wide margin between chunks.
+		return llmfake.Reply{Reasoning: slices.Repeat([]string{"hmm "}, 30), TokenDelay: 50 * time.Millisecond, Text: "42"}
 	}))
 	second := fake(t)
 	c := client(t, llm.Config{
 		Providers: []llm.Provider{{BaseURL: s.URL()}, {Name: "two", BaseURL: second.URL()}},
-		Timeouts:  llm.Timeouts{FirstToken: 200 * time.Millisecond, Idle: 2 * time.Second},
+		Timeouts:  llm.Timeouts{FirstToken: 500 * time.Millisecond, Idle: 2 * time.Second},
 	})
 	var shown strings.Builder
 	res, err := c.Stream(t.Context(), ask("hi"), func(d string) error { shown.WriteString(d); return nil })
