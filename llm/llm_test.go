@@ -787,14 +787,14 @@ func TestServerThatNeverAnswers(t *testing.T) {
 func TestReasoningKeepsFirstTokenTimerAtBay(t *testing.T) {
 	t.Parallel()
 	s := fake(t, llmfake.WithHandler(func(llmfake.ChatRequest) llmfake.Reply {
-		// 1.5 s of reasoning, a chunk every 50 ms: three times the
-		// first-token timeout, with a wide margin between chunks.
-		return llmfake.Reply{Reasoning: slices.Repeat([]string{"hmm "}, 30), TokenDelay: 50 * time.Millisecond, Text: "42"}
+		// 3 s of reasoning, a chunk every 50 ms: twice the first-token
+		// timeout, whose 1.5 s leave a busy machine room for the first chunk.
+		return llmfake.Reply{Reasoning: slices.Repeat([]string{"hmm "}, 60), TokenDelay: 50 * time.Millisecond, Text: "42"}
 	}))
 	second := fake(t)
 	c := client(t, llm.Config{
 		Providers: []llm.Provider{{BaseURL: s.URL()}, {Name: "two", BaseURL: second.URL()}},
-		Timeouts:  llm.Timeouts{FirstToken: 500 * time.Millisecond, Idle: 2 * time.Second},
+		Timeouts:  llm.Timeouts{FirstToken: 1500 * time.Millisecond, Idle: 2 * time.Second},
 	})
 	var shown strings.Builder
 	res, err := c.Stream(t.Context(), ask("hi"), func(d string) error { shown.WriteString(d); return nil })
