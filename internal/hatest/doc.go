@@ -11,8 +11,11 @@
 //
 // It takes minutes and is not part of `make test`: it runs only with
 // KONSTRUCT_TEST_HA=1 (the Makefile sets it). Knobs (environment):
-// KONSTRUCT_HA_WORKSPACES (12), KONSTRUCT_HA_RATE posts/s (30, a third of
-// them mentions), KONSTRUCT_HA_LOAD (60s), KONSTRUCT_HA_LLM first-token
-// delay (200ms), KONSTRUCT_HA_REPORT (a file for the JSON report),
+// KONSTRUCT_HA_WORKSPACES (12), KONSTRUCT_HA_RATE posts/s (30),
+// KONSTRUCT_HA_EVERY (3: every third post a mention, the rest chatter),
+// KONSTRUCT_HA_LOAD (60s), KONSTRUCT_HA_LLM first-token delay (200ms),
+// KONSTRUCT_HA_ROLES (run,gateway,worker: the first is the one killed),
+// KONSTRUCT_HA_FAULTS=off (no kill, no failover: a baseline or a sizing
+// run), KONSTRUCT_HA_REPORT (a file for the JSON report),
 // KONSTRUCT_TEST_BINARY (a built konstruct; else it is built).
 package hatest

@@ -38,10 +38,21 @@ type options struct {
 	failAt     time.Duration // into the load: the Redis master killed
 	rejoinAt   time.Duration // into the load: the old master started again
 	drain      time.Duration // bound on the wait for every answer after the load
+	faults     bool          // the SIGKILL and the failover (off: a baseline, or a sizing run)
+	roles      []string      // the daemons' commands; the first is the one killed
 }
 
 func optionsFromEnv(t *testing.T) options {
-	o := options{workspaces: 12, rate: 30, every: 3, load: 60 * time.Second, llm: 200 * time.Millisecond, drain: 4 * time.Minute}
+	o := options{workspaces: 12, rate: 30, every: 3, load: 60 * time.Second, llm: 200 * time.Millisecond, drain: 4 * time.Minute,
+		faults: os.Getenv("KONSTRUCT_HA_FAULTS") != "off", roles: []string{"run", "gateway", "worker"}}
+	if v := os.Getenv("KONSTRUCT_HA_ROLES"); v != "" {
+		o.roles = strings.Split(v, ",")
+		for _, r := range o.roles {
+			if r != "run" && r != "gateway" && r != "worker" {
+				t.Fatalf("KONSTRUCT_HA_ROLES=%q: each one run, gateway or worker", v)
+			}
+		}
+	}
 	num := func(name string, dst *int) {
 		if v := os.Getenv(name); v != "" {
 			n, err := strconv.Atoi(v)
@@ -62,6 +73,7 @@ func optionsFromEnv(t *testing.T) options {
 	}
 	num("KONSTRUCT_HA_WORKSPACES", &o.workspaces)
 	num("KONSTRUCT_HA_RATE", &o.rate)
+	num("KONSTRUCT_HA_EVERY", &o.every)
 	dur("KONSTRUCT_HA_LOAD", &o.load)
 	dur("KONSTRUCT_HA_LLM", &o.llm)
 	o.killAt, o.failAt, o.rejoinAt = o.load/4, o.load/2, o.load*3/4
@@ -253,8 +265,8 @@ func (h *harness) run() {
 	h.seed()
 
 	// Three processes: both halves in one, and the halves apart.
-	for _, spec := range []struct{ name, role string }{{"p1", "run"}, {"p2", "gateway"}, {"p3", "worker"}} {
-		h.procs = append(h.procs, h.start(spec.name, spec.role))
+	for i, role := range h.o.roles {
+		h.procs = append(h.procs, h.start(fmt.Sprintf("p%d", i+1), role))
 	}
 	t.Cleanup(func() {
 		for _, p := range h.procs {
@@ -265,7 +277,7 @@ func (h *harness) run() {
 	for _, p := range h.procs {
 		p.waitReady(t, 60*time.Second)
 	}
-	h.logf("3 daemons up (run, gateway, worker); %d workspaces, each app's sockets on two gateways", len(h.ws))
+	h.logf("%d daemons up (%s); %d workspaces", len(h.procs), strings.Join(h.o.roles, ", "), len(h.ws))
 
 	// The load, the sampler, and the timeline.
 	ctx, stop := context.WithCancel(context.Background())
@@ -275,7 +287,9 @@ func (h *harness) run() {
 	h.loadT0 = time.Now()
 	loadDone := make(chan struct{})
 	bg.Go(func() { h.drive(ctx, loadDone) })
-	h.timeline()
+	if h.o.faults {
+		h.timeline()
+	}
 	<-loadDone
 	loadEnd := time.Now()
 	h.logf("load over: %d mentions, %d chatter posts; waiting up to %v for every answer", len(h.mentions), len(h.chatter), h.o.drain)
@@ -291,21 +305,27 @@ func (h *harness) run() {
 }
 
 // seed creates the tenants, agents and workspaces with the CLI, as an
-// operator does.
+// operator does (three workspaces per tenant; a few commands at once).
 func (h *harness) seed() {
-	t := h.t
-	for i := range h.o.workspaces {
-		w := h.sim.AddWorkspace(slacksim.WorkspaceSpec{})
-		h.ws = append(h.ws, w)
-		if i%3 == 0 {
-			slug := fmt.Sprintf("t%d", i/3)
-			h.cli("tenant", "create", "--name", "Tenant "+slug, "--slug", slug)
-			h.cli("agent", "set", "--tenant", slug, "--name", "Mara", "--role", "Support", "--persona", "Brief.")
-		}
-		h.cliEnv([]string{"SLACK_APP_TOKEN=" + w.AppToken, "SLACK_BOT_TOKEN=" + w.BotToken},
-			"workspace", "add", "--tenant", fmt.Sprintf("t%d", i/3))
+	for range h.o.workspaces {
+		h.ws = append(h.ws, h.sim.AddWorkspace(slacksim.WorkspaceSpec{}))
 	}
-	_ = t
+	for i := 0; i < h.o.workspaces; i += 3 {
+		slug := fmt.Sprintf("t%d", i/3)
+		h.cli("tenant", "create", "--name", "Tenant "+slug, "--slug", slug)
+		h.cli("agent", "set", "--tenant", slug, "--name", "Mara", "--role", "Support", "--persona", "Brief.")
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i, w := range h.ws {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			h.cliEnv([]string{"SLACK_APP_TOKEN=" + w.AppToken, "SLACK_BOT_TOKEN=" + w.BotToken},
+				"workspace", "add", "--tenant", fmt.Sprintf("t%d", i/3))
+		})
+	}
+	wg.Wait()
 }
 
 func (h *harness) cli(args ...string) string { return h.cliEnv(nil, args...) }
@@ -322,7 +342,8 @@ func (h *harness) cliEnv(extra []string, args ...string) string {
 		if ee, ok := err.(*exec.ExitError); ok {
 			stderr = ee.Stderr
 		}
-		h.t.Fatalf("konstruct %s: %v: %s", strings.Join(args[:2], " "), err, stderr)
+		h.t.Errorf("konstruct %s: %v: %s", strings.Join(args[:2], " "), err, stderr)
+		runtime.Goexit()
 	}
 	return strings.TrimSpace(string(out))
 }
@@ -530,6 +551,8 @@ func (h *harness) sampleSockets(ctx context.Context) {
 func (h *harness) window(at time.Time) string {
 	d := at.Sub(h.loadT0)
 	switch {
+	case !h.o.faults:
+		return "steady"
 	case d < h.o.killAt:
 		return "steady"
 	case d < h.o.failAt:
@@ -764,8 +787,8 @@ func (h *harness) finish() {
 	}
 	rep.ElapsedS = round(time.Since(rep.Started).Seconds(), 1)
 	var b strings.Builder
-	fmt.Fprintf(&b, "HA run: %d workspaces, %d posts/s (every %d-th a mention), %v of load, LLM first token %v\n",
-		rep.Workspaces, rep.Rate, h.o.every, h.o.load, h.o.llm)
+	fmt.Fprintf(&b, "HA run: %s; %d workspaces, %d posts/s (every %d-th a mention), %v of load, LLM first token %v, faults %v\n",
+		strings.Join(h.o.roles, " + "), rep.Workspaces, rep.Rate, h.o.every, h.o.load, h.o.llm, h.o.faults)
 	fmt.Fprintf(&b, "  mentions %d: answered once %d, duplicates %d, lost %d (error texts %d), stuck %d\n",
 		rep.Mentions, rep.AnsweredOnce, rep.Duplicates, rep.Lost, rep.ErrorAnswers, rep.Stuck)
 	fmt.Fprintf(&b, "  chatter %d: answered %d; envelopes %d: unacked %d, redelivered %d; peak sockets per app %d (Slack allows 10)\n",
