@@ -1,5 +1,7 @@
 package konstruct
 
+import "time"
+
 import "strings"
 
 // The buttons the bot puts on its answers (Block Kit action ids): 👍 and
@@ -31,6 +33,9 @@ type Action struct {
 	// UserTeamID is the clicking person's own workspace, when Slack says
 	// (it differs from TeamID for a guest from another organisation).
 	UserTeamID string `json:"user_team_id,omitempty"`
+	// At is when the person clicked (Slack's action_ts): of two clicks
+	// routed out of order, the later one holds.
+	At time.Time `json:"at,omitzero"`
 }
 
 // AnswerRef is what an answer's buttons carry: the post the answer replies
@@ -60,4 +65,5 @@ type Vote struct {
 	Post Post   // the question the answer replies to
 	User string // who voted
 	Up   bool
+	At   time.Time // when they clicked: a later click replaces an earlier vote, never the other way
 }

@@ -97,10 +97,27 @@ func NormalizeAction(payload []byte, receivedAt time.Time) (konstruct.Message, e
 	if m.IsDM {
 		m.ChannelType = konstruct.ChannelIM
 	}
-	if sec, _, ok := strings.Cut(a.ActionTS, "."); ok {
-		if n, err := strconv.ParseInt(sec, 10, 64); err == nil && n > 0 {
-			m.EventTime = time.Unix(n, 0).UTC()
-		}
+	if at, ok := slackTime(a.ActionTS); ok {
+		m.EventTime = at.Truncate(time.Second)
+		m.Action.At = at
+	} else {
+		m.Action.At = receivedAt
 	}
 	return m, nil
+}
+
+// slackTime reads a Slack timestamp ("1712345678.123456") to the
+// microsecond.
+func slackTime(ts string) (time.Time, bool) {
+	sec, frac, _ := strings.Cut(ts, ".")
+	n, err := strconv.ParseInt(sec, 10, 64)
+	if err != nil || n <= 0 {
+		return time.Time{}, false
+	}
+	var us int64
+	if frac != "" {
+		frac = (frac + "000000")[:6]
+		us, _ = strconv.ParseInt(frac, 10, 64)
+	}
+	return time.Unix(n, us*1000).UTC(), true
 }

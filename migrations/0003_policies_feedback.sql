@@ -47,6 +47,7 @@ CREATE TABLE feedback (
     post_ts    text NOT NULL CHECK (post_ts <> ''),
     user_id    text NOT NULL CHECK (user_id <> ''),
     vote       text NOT NULL CHECK (vote IN ('up', 'down')),
+    clicked_at timestamptz NOT NULL DEFAULT now(), -- Slack's action_ts: the later click holds
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, team_id, channel_id, post_ts, user_id)

@@ -179,7 +179,7 @@ func (r *Router) routeAction(ctx context.Context, msg konstruct.Message, ws kons
 	switch a.ActionID {
 	case konstruct.ActionVoteUp, konstruct.ActionVoteDown:
 		up := a.ActionID == konstruct.ActionVoteUp
-		changed, err := r.deps.Feedback.RecordVote(ctx, konstruct.Vote{Post: post, User: msg.User, Up: up})
+		changed, err := r.deps.Feedback.RecordVote(ctx, konstruct.Vote{Post: post, User: msg.User, Up: up, At: msg.Action.At})
 		if err != nil {
 			return "", fmt.Errorf("record vote: %w", err)
 		}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -22,14 +23,20 @@ func (s *Store) RecordVote(ctx context.Context, v konstruct.Vote) (changed bool,
 	if v.Up {
 		vote = "up"
 	}
+	at := v.At
+	if at.IsZero() {
+		at = time.Now()
+	}
+	// Clicks are routed concurrently: of two by one person, the later
+	// click holds whatever order they are recorded in.
 	err = s.InTenant(ctx, p.TenantID, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `
-			INSERT INTO feedback (tenant_id, team_id, channel_id, post_ts, user_id, vote)
-			VALUES ($1, $2, $3, $4, $5, $6)
+			INSERT INTO feedback (tenant_id, team_id, channel_id, post_ts, user_id, vote, clicked_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)
 			ON CONFLICT (tenant_id, team_id, channel_id, post_ts, user_id) DO UPDATE
-				SET vote = EXCLUDED.vote, updated_at = now()
-				WHERE feedback.vote <> EXCLUDED.vote`,
-			p.TenantID, p.TeamID, p.ChannelID, p.TS, v.User, vote)
+				SET vote = EXCLUDED.vote, clicked_at = EXCLUDED.clicked_at, updated_at = now()
+				WHERE feedback.clicked_at < EXCLUDED.clicked_at AND feedback.vote <> EXCLUDED.vote`,
+			p.TenantID, p.TeamID, p.ChannelID, p.TS, v.User, vote, at)
 		changed = tag.RowsAffected() == 1
 		return err
 	})
