@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/slack-go/slack"
@@ -22,6 +23,8 @@ type appGroup struct {
 	api    *slack.Client // apps.connections.open only
 	slots  []*slot
 	cancel context.CancelFunc
+	// running counts the slots whose sockets are not closed yet.
+	running atomic.Int32
 
 	mu            sync.Mutex
 	teams         map[string]konstruct.Workspace
@@ -52,9 +55,16 @@ func newAppGroup(m *Manager, token string, ws []konstruct.Workspace) *appGroup {
 func (g *appGroup) start(ctx context.Context) {
 	ctx, g.cancel = context.WithCancel(ctx)
 	for _, s := range g.slots {
-		g.m.wg.Go(func() { s.run(ctx) })
+		g.running.Add(1)
+		g.m.wg.Go(func() {
+			defer g.running.Add(-1)
+			s.run(ctx)
+		})
 	}
 }
+
+// stopped reports whether every socket of the app is closed.
+func (g *appGroup) stopped() bool { return g.running.Load() == 0 }
 
 // stop asks the sockets to close; Manager.Run waits for them.
 func (g *appGroup) stop() {

@@ -118,6 +118,7 @@ type Manager struct {
 
 	statesMu sync.Mutex
 	groups   []*appGroup // for States
+	closing  []*appGroup // stopped, sockets maybe still closing (appsUp)
 
 	lastSet uint64 // fingerprint of the set given to OnWorkspaces
 
@@ -276,6 +277,9 @@ func (m *Manager) reconcile(ctx, sockCtx context.Context, apps map[string]*appGr
 			m.log.Info("disconnecting app", "app_id", g.appIDOr(), "teams", g.teamIDs())
 			g.stop()
 			delete(apps, tok)
+			m.statesMu.Lock()
+			m.closing = append(m.closing, g)
+			m.statesMu.Unlock()
 		}
 	}
 	for tok, ws := range want {
@@ -323,22 +327,26 @@ func (m *Manager) setStates(apps map[string]*appGroup) {
 	m.statesMu.Unlock()
 }
 
-// readyApps reports, per app token running here, whether one of its
-// sockets is up.
-func (m *Manager) readyApps() map[string]bool {
+// appsUp reports, per app token, whether one of its sockets is up here
+// (ready), and whether its sockets still run here (running: up, connecting
+// or closing).
+func (m *Manager) appsUp() (ready, running map[string]bool) {
 	m.statesMu.Lock()
-	groups := m.groups
+	m.closing = slices.DeleteFunc(m.closing, (*appGroup).stopped)
+	groups := append(slices.Clone(m.closing), m.groups...)
 	m.statesMu.Unlock()
-	out := make(map[string]bool, len(groups))
+	ready, running = map[string]bool{}, map[string]bool{}
 	for _, g := range groups {
+		running[g.token] = !g.stopped()
 		for _, s := range g.slots {
 			if s.connected.Load() {
-				out[g.token] = true
+				ready[g.token] = true
+				running[g.token] = true
 				break
 			}
 		}
 	}
-	return out
+	return ready, running
 }
 
 // States reports, per workspace, how many of its sockets are connected.

@@ -7,12 +7,15 @@ import (
 	"encoding/hex"
 	"hash/fnv"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"slices"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/konstruct/konstruct"
 )
 
 // Leases is the gateways' shared record of who holds which app's sockets
@@ -22,12 +25,10 @@ type Leases interface {
 	// GatewayBeat registers the gateway as live for ttl and returns every
 	// live gateway's id, sorted.
 	GatewayBeat(ctx context.Context, id string, ttl time.Duration) ([]string, error)
-	// HoldApp renews the gateway's lease on an app, or takes it when
-	// acquire is set and fewer than limit gateways hold it; ready says one
-	// of its sockets is up. It reports whether the gateway holds the lease
-	// and how many other holders have a socket up.
-	HoldApp(ctx context.Context, app, id string, limit int, ttl time.Duration, acquire, ready bool) (held bool, readyOthers int, err error)
-	ReleaseApp(ctx context.Context, app, id string) error
+	// HoldApps renews, takes or gives up the gateway's leases on apps, in
+	// one round trip: a lease is taken only while fewer than limit
+	// gateways hold the app.
+	HoldApps(ctx context.Context, id string, limit int, ttl time.Duration, apps []konstruct.AppLease) ([]konstruct.AppHeld, error)
 	LeaveGateways(ctx context.Context, id string) error
 }
 
@@ -51,10 +52,12 @@ const (
 // and by at most leaseLimit at once, handovers included.
 //
 // A handover is make-before-break: a gateway that is no longer chosen
-// keeps the app until enough others hold it with a socket up, then lets
-// go. A gateway that has never reached Redis connects every app (as one
-// alone would; Slack refuses sockets past 10 and the slots retry); one
-// that loses Redis keeps what it holds.
+// keeps the app until enough others hold it with a socket up, then closes
+// its sockets, and gives the lease up only once they are closed — so the
+// holders' sockets, a reconnect's extra included, stay within Slack's 10.
+// A gateway that has never reached Redis connects every app (as one alone
+// would; Slack refuses sockets past 10 and the slots retry); one that loses
+// Redis keeps what it holds.
 type shard struct {
 	m      *Manager
 	leases Leases
@@ -66,7 +69,8 @@ type shard struct {
 
 	mu     sync.Mutex
 	tokens map[string]string // app key → token: the apps the workspaces want
-	held   map[string]bool   // app key → this gateway holds the app's lease
+	held   map[string]bool   // app key → this gateway runs the app's sockets, under its lease
+	letGo  map[string]string // app key → token: its sockets closing here, its lease still held
 	known  bool              // a beat succeeded: leases decide
 	live   int               // gateways live at the last beat
 }
@@ -78,7 +82,7 @@ func newShard(m *Manager, leases Leases, id string) *shard {
 	}
 	return &shard{
 		m: m, leases: leases, id: id, limit: leaseLimit(m.cfg.ConnectionsPerWorkspace),
-		log: m.log.With("gateway_id", id), tokens: map[string]string{}, held: map[string]bool{},
+		log: m.log.With("gateway_id", id), tokens: map[string]string{}, held: map[string]bool{}, letGo: map[string]string{},
 	}
 }
 
@@ -107,7 +111,16 @@ func (s *shard) update(ctx context.Context, tokens []string) {
 			fresh = true
 		}
 	}
-	gone := len(want) != len(s.tokens)
+	gone := false
+	for k, t := range s.tokens {
+		if _, ok := want[k]; !ok {
+			gone = true
+			if s.held[k] {
+				s.letGo[k] = t // no workspace wants it: given up once its sockets closed
+				delete(s.held, k)
+			}
+		}
+	}
 	s.tokens = want
 	s.mu.Unlock()
 	if fresh || gone {
@@ -135,7 +148,12 @@ func (s *shard) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if s.tick(ctx) {
+		// Bounded: a tick that cannot finish well within the leases' TTL
+		// changes nothing, and the next one tries again.
+		tctx, cancel := context.WithTimeout(ctx, shardTTL/3)
+		changed := s.tick(tctx)
+		cancel()
+		if changed {
 			s.m.Trigger()
 		}
 	}
@@ -147,20 +165,6 @@ func (s *shard) tick(ctx context.Context) (changed bool) {
 	s.tickMu.Lock()
 	defer s.tickMu.Unlock()
 	live, err := s.leases.GatewayBeat(ctx, s.id, shardTTL)
-	s.mu.Lock()
-	tokens := make(map[string]string, len(s.tokens))
-	for k, t := range s.tokens {
-		tokens[k] = t
-	}
-	wasKnown := s.known
-	prev := heldNow(s.held, s.known, tokens)
-	var drop []string // apps no workspace wants any more
-	for key, ok := range s.held {
-		if _, want := tokens[key]; ok && !want {
-			drop = append(drop, key)
-		}
-	}
-	s.mu.Unlock()
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.Debug("gateway heartbeat failed; keeping the sockets held", "error", err)
@@ -170,38 +174,65 @@ func (s *shard) tick(ctx context.Context) (changed bool) {
 	if !slices.Contains(live, s.id) {
 		live = append(live, s.id)
 	}
-	ready := s.m.readyApps()
-	held := map[string]bool{}
+	s.mu.Lock()
+	tokens := maps.Clone(s.tokens)
+	wasKnown := s.known
+	prev := heldNow(s.held, s.known, tokens)
+	letGo := maps.Clone(s.letGo)
+	s.mu.Unlock()
+
+	ready, running := s.m.appsUp()
+	k := min(gatewaysPerApp, s.limit, len(live))
+	var reqs []konstruct.AppLease
+	var chosen []bool
 	for key, tok := range tokens {
-		k := min(gatewaysPerApp, s.limit, len(live))
-		chosen := slices.Contains(rendezvous(key, live)[:k], s.id)
-		if !chosen && !prev[key] {
+		if _, going := letGo[key]; going {
 			continue
 		}
-		ok, others, err := s.leases.HoldApp(ctx, key, s.id, s.limit, shardTTL, true, ready[tok])
-		if err != nil {
-			held[key] = prev[key] // undecided: keep what was
+		c := slices.Contains(rendezvous(key, live)[:k], s.id)
+		if !c && !prev[key] {
 			continue
 		}
-		if ok && !chosen && others >= min(k, s.limit-1) {
-			// Enough of the chosen gateways have it up: let go.
-			if err := s.leases.ReleaseApp(ctx, key, s.id); err != nil {
-				held[key] = true
-				continue
-			}
-			ok = false
-		}
-		held[key] = ok
+		reqs = append(reqs, konstruct.AppLease{App: key, Acquire: true, Ready: ready[tok]})
+		chosen = append(chosen, c)
 	}
-	for _, key := range drop {
-		_ = s.leases.ReleaseApp(ctx, key, s.id)
+	for key, tok := range letGo {
+		// Given up once its sockets are closed; renewed until then.
+		reqs = append(reqs, konstruct.AppLease{App: key, Release: !running[tok]})
+	}
+	res, err := s.leases.HoldApps(ctx, s.id, s.limit, shardTTL, reqs)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Debug("renew the app leases; keeping the sockets held", "error", err)
+		}
+		return false
+	}
+	held := map[string]bool{}
+	for i, r := range reqs {
+		switch {
+		case r.Release:
+			delete(letGo, r.App)
+		case i >= len(chosen): // letting go, sockets still open: renewed
+		case res[i].Held && !chosen[i] && res[i].ReadyOthers >= min(k, s.limit-1):
+			// Enough of the chosen gateways have it up: close the sockets,
+			// then give the lease up.
+			letGo[r.App] = tokens[r.App]
+		default:
+			held[r.App] = res[i].Held
+		}
 	}
 	s.mu.Lock()
 	changed = !wasKnown || !sameSet(prev, held)
-	s.held, s.known, s.live = held, true, len(live)
+	s.held, s.letGo, s.known, s.live = held, letGo, true, len(live)
 	s.mu.Unlock()
 	if changed {
-		s.log.Info("gateway shares the apps", "gateways", len(live), "apps_held", len(held), "apps", len(tokens))
+		n := 0
+		for _, ok := range held {
+			if ok {
+				n++
+			}
+		}
+		s.log.Info("gateway shares the apps", "gateways", len(live), "apps_held", n, "apps", len(tokens))
 	}
 	return changed
 }
@@ -212,14 +243,18 @@ func (s *shard) leave() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	s.mu.Lock()
-	held := s.held
-	s.held = map[string]bool{}
-	s.mu.Unlock()
-	for key, ok := range held {
+	var reqs []konstruct.AppLease
+	for key, ok := range s.held {
 		if ok {
-			_ = s.leases.ReleaseApp(ctx, key, s.id)
+			reqs = append(reqs, konstruct.AppLease{App: key, Release: true})
 		}
 	}
+	for key := range s.letGo {
+		reqs = append(reqs, konstruct.AppLease{App: key, Release: true})
+	}
+	s.held, s.letGo = map[string]bool{}, map[string]string{}
+	s.mu.Unlock()
+	_, _ = s.leases.HoldApps(ctx, s.id, s.limit, shardTTL, reqs)
 	_ = s.leases.LeaveGateways(ctx, s.id)
 }
 

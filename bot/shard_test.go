@@ -180,8 +180,10 @@ func TestGatewaysShareAppsWithinSlacksLimit(t *testing.T) {
 	<-watchDone
 	<-lowWatch
 	for app, n := range peak {
-		if n > 10 {
-			t.Errorf("app %s had %d sockets at once: Slack allows 10", app, n)
+		// At most leaseLimit gateways hold an app, each with its sockets
+		// and one more while a socket is replaced: within Slack's 10.
+		if most := leaseLimit(2) * 3; n > most || n > 10 {
+			t.Errorf("app %s had %d sockets at once: the leases allow %d, Slack 10", app, n, most)
 		}
 	}
 	if low[first] == 0 {

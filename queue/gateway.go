@@ -2,9 +2,12 @@ package queue
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/konstruct/konstruct"
 )
 
 // Gateways share the apps' sockets through leases (bot/shard.go decides
@@ -34,65 +37,91 @@ func (q *Queue) GatewayBeat(ctx context.Context, id string, ttl time.Duration) (
 	return live, nil
 }
 
-// holdScript renews or takes a gateway's lease on an app's sockets. Leases
-// that ran out are dropped first. A gateway that does not hold the app
-// takes it only when asked to (acquire) and fewer than limit gateways hold
-// it. It returns {held, other holders that are ready}.
+// holdScript renews, takes or gives up a gateway's leases on apps'
+// sockets, one app per KEY (every app hash shares the {gateways} tag).
+// Leases that ran out are dropped first. A gateway that does not hold an
+// app takes it only when asked to (acquire) and fewer than limit gateways
+// hold it. For each app it returns held (0|1) and the other holders that
+// are ready.
 //
-//	KEYS: the app's hash; ARGV: now ms, id, ttl ms, limit, ready (0|1), acquire (0|1)
+//	KEYS: the apps' hashes; ARGV: now ms, id, ttl ms, limit, then per app
+//	one flag string: a (acquire), r (ready), x (release), or "-"
 var holdScript = redis.NewScript(`
-local now = tonumber(ARGV[1])
-local h = redis.call("HGETALL", KEYS[1])
-local holders, ready, mine = 0, 0, false
-for i = 1, #h, 2 do
-  local exp, rdy = string.match(h[i+1], "^(%d+)|(%d)$")
-  if not exp or tonumber(exp) <= now then
-    redis.call("HDEL", KEYS[1], h[i])
+local now, id, ttl, limit = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local out = {}
+for k, key in ipairs(KEYS) do
+  local flags = ARGV[4 + k]
+  if string.find(flags, "x", 1, true) then
+    redis.call("HDEL", key, id)
+    table.insert(out, 0); table.insert(out, 0)
   else
-    holders = holders + 1
-    if h[i] == ARGV[2] then mine = true elseif rdy == "1" then ready = ready + 1 end
+    local h = redis.call("HGETALL", key)
+    local holders, ready, mine = 0, 0, false
+    for i = 1, #h, 2 do
+      local exp, rdy = string.match(h[i+1], "^(%d+)|(%d)$")
+      if not exp or tonumber(exp) <= now then
+        redis.call("HDEL", key, h[i])
+      else
+        holders = holders + 1
+        if h[i] == id then mine = true elseif rdy == "1" then ready = ready + 1 end
+      end
+    end
+    local acquire = string.find(flags, "a", 1, true) ~= nil
+    if mine or (acquire and holders < limit) then
+      local r = string.find(flags, "r", 1, true) and "1" or "0"
+      redis.call("HSET", key, id, (now + ttl) .. "|" .. r)
+      redis.call("PEXPIRE", key, 2 * ttl)
+      table.insert(out, 1)
+    else
+      table.insert(out, 0)
+    end
+    table.insert(out, ready)
   end
 end
-if not mine and (ARGV[6] ~= "1" or holders >= tonumber(ARGV[4])) then return {0, ready} end
-redis.call("HSET", KEYS[1], ARGV[2], (now + tonumber(ARGV[3])) .. "|" .. ARGV[5])
-redis.call("PEXPIRE", KEYS[1], 2 * tonumber(ARGV[3]))
-return {1, ready}`)
+return out`)
 
-// HoldApp renews the gateway's lease on an app's sockets (app is a stable
-// name that is not the token), or takes it when acquire is set and fewer
-// than limit gateways hold it; ready says the gateway has a socket of the
-// app up. held reports whether the gateway holds the lease now; ready
-// counts the other gateways holding it with a socket up.
-func (q *Queue) HoldApp(ctx context.Context, app, id string, limit int, ttl time.Duration, acquire, ready bool) (held bool, readyOthers int, err error) {
-	res, err := holdScript.Run(ctx, q.rdb, []string{q.keys.gatewayApp(app)},
-		q.cfg.Now().UnixMilli(), id, ttl.Milliseconds(), limit, b01(ready), b01(acquire)).Int64Slice()
-	if err != nil {
-		return false, 0, unavailable("app lease", err)
+// HoldApps renews, takes or gives up the gateway's leases on apps'
+// sockets, in one round trip (konstruct.AppLease says how, per app).
+func (q *Queue) HoldApps(ctx context.Context, id string, limit int, ttl time.Duration, apps []konstruct.AppLease) ([]konstruct.AppHeld, error) {
+	if len(apps) == 0 {
+		return nil, nil
 	}
-	return res[0] == 1, int(res[1]), nil
-}
-
-// ReleaseApp gives up the gateway's lease on an app's sockets.
-func (q *Queue) ReleaseApp(ctx context.Context, app, id string) error {
-	if err := q.rdb.HDel(ctx, q.keys.gatewayApp(app), id).Err(); err != nil {
-		return unavailable("app lease", err)
+	ks := make([]string, len(apps))
+	args := []any{q.cfg.Now().UnixMilli(), id, ttl.Milliseconds(), limit}
+	for i, a := range apps {
+		ks[i] = q.keys.gatewayApp(a.App)
+		flags := "-"
+		if a.Release {
+			flags += "x"
+		}
+		if a.Acquire {
+			flags += "a"
+		}
+		if a.Ready {
+			flags += "r"
+		}
+		args = append(args, flags)
 	}
-	return nil
+	res, err := holdScript.Run(ctx, q.rdb, ks, args...).Int64Slice()
+	if err != nil || len(res) != 2*len(apps) {
+		if err == nil {
+			err = fmt.Errorf("%d answers for %d apps", len(res)/2, len(apps))
+		}
+		return nil, unavailable("app leases", err)
+	}
+	out := make([]konstruct.AppHeld, len(apps))
+	for i := range apps {
+		out[i] = konstruct.AppHeld{Held: res[2*i] == 1, ReadyOthers: int(res[2*i+1])}
+	}
+	return out, nil
 }
 
 // LeaveGateways removes the gateway from the live ones (it stops): the
 // others share its apps at their next beat, not after its registration
-// runs out. Its app leases are released by the caller.
+// runs out. Its app leases are released by the caller (HoldApps).
 func (q *Queue) LeaveGateways(ctx context.Context, id string) error {
 	if err := q.rdb.ZRem(ctx, q.keys.gatewaysLive(), id).Err(); err != nil {
 		return unavailable("gateway leave", err)
 	}
 	return nil
-}
-
-func b01(b bool) string {
-	if b {
-		return "1"
-	}
-	return "0"
 }

@@ -159,10 +159,13 @@ func TestClusterRunsEveryStep(t *testing.T) {
 	if err != nil || len(live) != 1 {
 		t.Fatalf("gateway beat: %v %v", live, err)
 	}
-	if held, _, err := q.HoldApp(ctx, "app1", "g1", 2, time.Minute, true, true); err != nil || !held {
-		t.Fatalf("hold app: %v %v", held, err)
+	held, err := q.HoldApps(ctx, "g1", 2, time.Minute, []konstruct.AppLease{{App: "app1", Acquire: true, Ready: true}, {App: "app2", Acquire: true}})
+	if err != nil || len(held) != 2 || !held[0].Held || !held[1].Held {
+		t.Fatalf("hold apps: %v %v", held, err)
 	}
-	must(q.ReleaseApp(ctx, "app1", "g1"))
+	if _, err := q.HoldApps(ctx, "g1", 2, time.Minute, []konstruct.AppLease{{App: "app1", Release: true}, {App: "app2", Release: true}}); err != nil {
+		t.Fatal(err)
+	}
 	must(q.LeaveGateways(ctx, "g1"))
 
 	// What an operator sees.
