@@ -179,6 +179,11 @@ func (r *Recorder) replayStep(ctx context.Context) (done bool, moved int, err er
 			return true, 0, err
 		}
 	}
+	// Delete, and switch back to Redis when that emptied the spool (Redis
+	// just took a batch), in one turn with Record: a record made after the
+	// spool emptied goes to Redis, never behind it into the spool.
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if err := r.sp.Delete(entries); err != nil {
 		// In Redis now but still spooled: the next replay sends them
 		// again, and the router takes the second copies for duplicates.
@@ -186,5 +191,8 @@ func (r *Recorder) replayStep(ctx context.Context) (done bool, moved int, err er
 		return true, len(msgs), err
 	}
 	r.cfg.Metrics.SpoolDepth(r.sp.Len())
-	return false, len(msgs), nil
+	if r.sp.Len() == 0 && r.down.CompareAndSwap(true, false) {
+		r.log.Info("Redis answers again; intake records go to Redis")
+	}
+	return r.sp.Len() == 0, len(msgs), nil
 }
