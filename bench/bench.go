@@ -79,6 +79,14 @@ type Options struct {
 	DurableMentionShare float64
 	SkipDurable         bool
 
+	// Limits shapes the Slack-limits phases (issue 13): a daemon of their
+	// own against a slacksim that enforces Slack's tiers, on the daemon's
+	// default Slack budgets. SkipLimits leaves them out; LimitsOnly runs
+	// them alone.
+	Limits     LimitsOptions
+	SkipLimits bool
+	LimitsOnly bool
+
 	// SocketWorkspaces is the size of the sockets phase (default 1000, 2 connections each).
 	SocketWorkspaces int
 	SkipSockets      bool
@@ -116,6 +124,7 @@ func (o *Options) defaults() {
 		o.LLMFirstToken = cmp.Or(o.LLMFirstToken, 50*time.Millisecond)
 		o.LLMTokenDelay = cmp.Or(o.LLMTokenDelay, time.Millisecond)
 	}
+	o.Limits.defaults(o.Quick)
 	o.AdminURL = cmp.Or(o.AdminURL, "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
 	o.RedisURL = cmp.Or(o.RedisURL, "redis://127.0.0.1:6379/0")
 	o.Workspaces = cmp.Or(o.Workspaces, 50)
@@ -181,6 +190,11 @@ type Report struct {
 	// Durable is the ack latency with the intake's durable write, in Redis
 	// and in the spool (the durable-ack phase).
 	Durable *Durable `json:"durable,omitempty"`
+	// Limits is the Slack-limits phases: realistic, burst, two workers
+	// sharing a budget, noisy neighbours.
+	Limits *Limits `json:"limits,omitempty"`
+	// LimitsOnly: only the Slack-limits phases ran (Options.LimitsOnly).
+	LimitsOnly bool `json:"limits_only,omitempty"`
 
 	RedisPing      Dist    `json:"redis_ping"`
 	BoltSkipped    string  `json:"bolt_skipped,omitempty"`
@@ -310,6 +324,9 @@ func Run(ctx context.Context, o Options, out io.Writer) (Report, error) {
 	writeReport(out, rep)
 	if rep.Duplicates > 0 || rep.Lost > 0 {
 		return rep, fmt.Errorf("bench: %d duplicate and %d lost answers: %w", rep.Duplicates, rep.Lost, ErrIntegrity)
+	}
+	if l := rep.Limits; l != nil && (l.Duplicates > 0 || l.Lost > 0) {
+		return rep, fmt.Errorf("bench: Slack-limits phases: %d duplicate and %d lost answers: %w", l.Duplicates, l.Lost, ErrIntegrity)
 	}
 	return rep, nil
 }

@@ -62,9 +62,12 @@ func TestRunQuick(t *testing.T) {
 		// The durable-ack phase on a private redis-server (skipped without one).
 		DurableWorkspaces: 5,
 		DurableRate:       300,
-		SkipBolt:          skipBolt,
-		OutDir:            t.TempDir(),
-		Progress:          &progress,
+		// The Slack-limits phases at --quick's sizes (slacksim's rate limits
+		// on), the realistic one smaller still.
+		Limits:   bench.LimitsOptions{RealisticWorkspaces: 5, RealisticRate: 200, RealisticPhase: time.Second},
+		SkipBolt: skipBolt,
+		OutDir:   t.TempDir(),
+		Progress: &progress,
 	}, &out)
 	t.Log("\n" + progress.String() + out.String())
 	if err != nil {
@@ -121,7 +124,36 @@ func TestRunQuick(t *testing.T) {
 			t.Errorf("durable-ack phase: nothing went to the spool with Redis stopped: %+v", d)
 		}
 	}
+	checkLimits(t, rep.Limits)
 	if !strings.Contains(out.String(), `"duplicates":0`) {
 		t.Error("the JSON line is missing from the output")
+	}
+}
+
+// checkLimits asserts that every Slack-limits phase measured something
+// and that every answer came exactly once — never a speed.
+func checkLimits(t *testing.T, l *bench.Limits) {
+	t.Helper()
+	if l == nil {
+		t.Error("Slack-limits phases missing from the report")
+		return
+	}
+	if l.Error != "" || l.Duplicates != 0 || l.Lost != 0 || l.Mentions == 0 {
+		t.Errorf("Slack-limits phases: %d mentions, %d duplicates, %d lost, error %q %v", l.Mentions, l.Duplicates, l.Lost, l.Error, l.LostDetail)
+	}
+	if re := l.Realistic; re == nil || re.Ack.N == 0 || re.Mentions == 0 || re.Answered != re.Mentions || re.Chatter == 0 || re.ChatterAnswered != 0 || re.Feedback.N == 0 {
+		t.Errorf("realistic phase not measured or answers missing: %+v", re)
+	}
+	for _, b := range []*bench.Burst{l.Burst, l.Shared} {
+		if b == nil || b.Error != "" || b.AnsweredOnce != b.Mentions || b.Completion.N != b.Mentions {
+			t.Errorf("burst phase not measured or answers missing: %+v", b)
+		}
+	}
+	if l.Shared != nil && len(l.Shared.UpdatesByWorker) != 2 {
+		t.Errorf("two-worker phase: chat.update calls by worker %v, want two counts", l.Shared.UpdatesByWorker)
+	}
+	if n := l.Noisy; n == nil || n.Error != "" || n.Alone.Answered != n.Alone.Questions || n.During.Answered != n.During.Questions ||
+		n.Alone.Questions == 0 || n.During.Questions == 0 || n.FloodMentions == 0 || n.FloodAnswered != n.FloodMentions {
+		t.Errorf("noisy-neighbour phase not measured or answers missing: %+v", n)
 	}
 }

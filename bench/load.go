@@ -64,6 +64,9 @@ type drive struct {
 	// ackWait bounds the wait for the phase's acks after its last post
 	// (default 5 s: Slack's redelivery window and a bit).
 	ackWait time.Duration
+	// keepChatter keeps the chatter posts (driveResult.chatter), to check
+	// that none was answered.
+	keepChatter bool
 }
 
 // driveResult is what a phase sent and the acks it got.
@@ -74,6 +77,7 @@ type driveResult struct {
 	acks     []time.Duration
 	redel    int
 	mentions []*mention
+	chatter  []*mention // with drive.keepChatter
 	errors   int
 }
 
@@ -90,6 +94,7 @@ func (r *runner) drive(ctx context.Context, d drive) driveResult {
 		errs    atomic.Int64
 		mu      sync.Mutex
 		ments   []*mention
+		chatter []*mention
 		wg      sync.WaitGroup
 	)
 	start := time.Now()
@@ -113,9 +118,14 @@ func (r *runner) drive(ctx context.Context, d drive) driveResult {
 						errs.Add(1)
 						continue
 					}
-					if p.mention != nil {
+					switch {
+					case p.mention != nil:
 						mu.Lock()
 						ments = append(ments, p.mention)
+						mu.Unlock()
+					case p.chatter != nil && d.keepChatter:
+						mu.Lock()
+						chatter = append(chatter, p.chatter)
 						mu.Unlock()
 					}
 				}
@@ -125,7 +135,7 @@ func (r *runner) drive(ctx context.Context, d drive) driveResult {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	res := driveResult{sent: int(sentEnv.Load()), elapsed: elapsed, mentions: ments, errors: int(errs.Load())}
+	res := driveResult{sent: int(sentEnv.Load()), elapsed: elapsed, mentions: ments, chatter: chatter, errors: int(errs.Load())}
 	res.actual = float64(res.sent) / elapsed.Seconds()
 
 	// The acks of this phase: wait until every envelope is acked, bounded

@@ -51,12 +51,25 @@ func (r *runner) waitSockets(ctx context.Context, ws []slacksim.WorkspaceSpec, w
 // that only ack: one client (one socket) per workspace, in this process.
 func (r *runner) slackGo(ctx context.Context) {
 	ws := r.addWorkspaces(r.o.Workspaces, "slack-go")
+	stop, err := r.startSlackGo(ctx, ws)
+	defer stop()
+	if err != nil {
+		r.log("slack-go reference: %v", err)
+		return
+	}
+	r.rep.Ack = append(r.rep.Ack, r.ackPhases(ctx, newTarget("slack-go", ws), false)...)
+}
+
+// startSlackGo connects a bare slack-go socketmode client that only acks
+// to each workspace (one socket each, in this process) and waits for the
+// sockets; stop disconnects them.
+func (r *runner) startSlackGo(ctx context.Context, ws []slacksim.WorkspaceSpec) (stop func(), err error) {
 	cctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	defer func() {
+	stop = func() {
 		cancel()
 		wg.Wait()
-	}()
+	}
 	for _, w := range ws {
 		api := slack.New(w.BotToken, slack.OptionAppLevelToken(w.AppToken), slack.OptionAPIURL(r.sim.APIURL()))
 		c := socketmode.New(api)
@@ -76,11 +89,7 @@ func (r *runner) slackGo(ctx context.Context) {
 			}
 		})
 	}
-	if err := r.waitSockets(ctx, ws, 1, 30*time.Second); err != nil {
-		r.log("slack-go reference: %v", err)
-		return
-	}
-	r.rep.Ack = append(r.rep.Ack, r.ackPhases(ctx, newTarget("slack-go", ws), false)...)
+	return stop, r.waitSockets(ctx, ws, 1, 30*time.Second)
 }
 
 // bolt plays the ack phases and the pipeline phase against the Bolt for

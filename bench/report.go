@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"math"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -11,6 +14,28 @@ import (
 
 // writeReport prints the readable table, then the whole report as one JSON line.
 func writeReport(out io.Writer, rep Report) {
+	if !rep.LimitsOnly {
+		writeMain(out, rep)
+		fmt.Fprintf(out, "\nIntegrity: %d mentions, %d duplicate answers, %d lost\n", rep.Mentions, rep.Duplicates, rep.Lost)
+		if rep.Duplicates > 0 || rep.Lost > 0 {
+			bar := strings.Repeat("!", 72)
+			fmt.Fprintf(out, "%s\n!! FAILED: %d duplicate and %d lost answers\n", bar, rep.Duplicates, rep.Lost)
+			for _, l := range rep.LostDetail {
+				fmt.Fprintf(out, "!!   lost: %s\n", l)
+			}
+			fmt.Fprintln(out, bar)
+		}
+	}
+	if rep.Limits != nil {
+		writeLimits(out, rep.Limits)
+	}
+	fmt.Fprintf(out, "logs and profiles: %s (%.0f s)\n\n", rep.OutDir, rep.ElapsedSeconds)
+	b, _ := json.Marshal(rep)
+	fmt.Fprintf(out, "%s\n", b)
+}
+
+// writeMain prints the tables of every phase but the Slack-limits ones.
+func writeMain(out io.Writer, rep Report) {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
 	m := rep.Machine
 	fmt.Fprintf(out, "konstruct bench — %d CPUs, %s, %s, %s; %d workspaces (%d tenants), phases %.1f s, %.0f%% mentions in ack phases, fake LLM %.0f ms per answer\n\n",
@@ -92,19 +117,6 @@ func writeReport(out io.Writer, rep Report) {
 	if rep.ProfileTop != "" {
 		fmt.Fprintf(out, "\n%s", rep.ProfileTop)
 	}
-
-	fmt.Fprintf(out, "\nIntegrity: %d mentions, %d duplicate answers, %d lost\n", rep.Mentions, rep.Duplicates, rep.Lost)
-	if rep.Duplicates > 0 || rep.Lost > 0 {
-		bar := strings.Repeat("!", 72)
-		fmt.Fprintf(out, "%s\n!! FAILED: %d duplicate and %d lost answers\n", bar, rep.Duplicates, rep.Lost)
-		for _, l := range rep.LostDetail {
-			fmt.Fprintf(out, "!!   lost: %s\n", l)
-		}
-		fmt.Fprintln(out, bar)
-	}
-	fmt.Fprintf(out, "logs and profiles: %s (%.0f s)\n\n", rep.OutDir, rep.ElapsedSeconds)
-	b, _ := json.Marshal(rep)
-	fmt.Fprintf(out, "%s\n", b)
 }
 
 // writeChaosReport prints the chaos run's table, then the report as one JSON line.
@@ -162,4 +174,139 @@ func writeChaosReport(out io.Writer, rep ChaosReport) {
 	fmt.Fprintf(out, "logs: %s (%.0f s)\n\n", rep.OutDir, rep.ElapsedSeconds)
 	b, _ := json.Marshal(rep)
 	fmt.Fprintf(out, "%s\n", b)
+}
+
+// writeLimits prints the Slack-limits phases and their goals (issue 13).
+func writeLimits(out io.Writer, l *Limits) {
+	fmt.Fprintln(out, "\nSlack's limits enforced (slacksim answers 429 + Retry-After past Slack's tiers; the daemon on its default budgets)")
+	if l.Error != "" {
+		fmt.Fprintf(out, "  FAILED: %s\n", l.Error)
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
+	goal := func(ok bool) string {
+		if ok {
+			return "yes"
+		}
+		return "NO"
+	}
+	if re := l.Realistic; re != nil {
+		fmt.Fprintf(out, "Realistic: %d env/s over %d workspaces for %.0f s, %.0f%% mentions\n", re.Rate, re.Workspaces, re.Seconds, re.MentionShare*100)
+		fmt.Fprintln(tw, "sent/s\tenvelopes\tacked\tredelivered\tack p50 ms\tack p99 ms\tack max ms\tanswered\tfeedback p99 ms\toverhead p50 ms\toverhead p99 ms\tchatter answered\t")
+		fmt.Fprintf(tw, "%.0f\t%d\t%d\t%d\t%.3f\t%.3f\t%.3f\t%d/%d\t%.1f\t%.1f\t%.1f\t%d/%d\t\n", re.Actual, re.Sent, re.Acked, re.Redeliveries,
+			re.Ack.P50, re.Ack.P99, re.Ack.Max, re.Answered, re.Mentions, re.Feedback.P99, re.Overhead.P50, re.Overhead.P99, re.ChatterAnswered, re.Chatter)
+		tw.Flush()
+		if ref := re.Reference; ref != nil {
+			fmt.Fprintf(out, "  same load, slack-go clients that only ack (right after): sent %.0f/s, acked %d/%d, ack p50 %.3f p99 %.3f max %.3f ms\n",
+				ref.Actual, ref.Acked, ref.Sent, ref.Ack.P50, ref.Ack.P99, ref.Ack.Max)
+		}
+		fmt.Fprintf(out, "  429s: %s; load average %.1f\n", re.RateLimited, re.LoadAvg)
+		if len(re.Stages) > 0 {
+			var parts []string
+			for _, st := range re.Stages {
+				parts = append(parts, fmt.Sprintf("%s %.1f ms (n %d)", st.Stage, st.MeanMs, st.N))
+			}
+			fmt.Fprintf(out, "  the daemon's means: %s\n", strings.Join(parts, "; "))
+		}
+		fmt.Fprintf(out, "  goals: ack p99 ≤ 1 ms %s; feedback p99 ≤ 25 ms %s; overhead p99 ≤ 30 ms %s; no 429s %s; no answer to chatter %s\n",
+			goal(re.Ack.P99 <= 1), goal(re.Feedback.P99 <= 25), goal(re.Overhead.P99 <= 30), goal(re.RateLimited.Total() == 0 && re.RateLimited.daemonTotal() == 0),
+			goal(re.ChatterAnswered == 0))
+	}
+	var bursts []*Burst
+	for _, b := range []*Burst{l.Burst, l.Shared} {
+		if b != nil {
+			bursts = append(bursts, b)
+		}
+	}
+	if len(bursts) > 0 {
+		b0 := bursts[0]
+		fmt.Fprintf(out, "\nBurst: %d mentions in %.0f s into one workspace, over %d channels from %d people\n", b0.Mentions, b0.Seconds, b0.Channels, b0.People)
+		fmt.Fprintln(tw, "processes\tanswered once\tcompletion p50 s\tp99 s\tmax s\tfeedback p99 ms\tqueued placeholders\tposted anew\tplaceholder gone after p50 s\tp99 s\tmax s\tleft\tall clean after s\t429s\t")
+		for _, b := range bursts {
+			fmt.Fprintf(tw, "%s\t%d/%d\t%.2f\t%.2f\t%.2f\t%.1f\t%d\t%d\t%.2f\t%.2f\t%.2f\t%d\t%.1f\t%d\t\n", b.Processes, b.AnsweredOnce, b.Mentions,
+				b.Completion.P50/1000, b.Completion.P99/1000, b.Completion.Max/1000, b.Feedback.P99, b.Queued, b.PostedAnew,
+				b.Linger.P50/1000, b.Linger.P99/1000, b.Linger.Max/1000, b.PlaceholdersLeft, b.CleanSeconds, b.RateLimited.Total())
+		}
+		tw.Flush()
+		for _, b := range bursts {
+			fmt.Fprintf(out, "  %s: 429s %s; calls %s; load average %.1f\n", b.Processes, b.RateLimited, methods(b.RateLimited.Calls), b.LoadAvg)
+			if b.Error != "" {
+				fmt.Fprintf(out, "  %s: FAILED: %s\n", b.Processes, b.Error)
+			}
+			if len(b.UpdatesByWorker) > 0 {
+				total := 0
+				for _, n := range b.UpdatesByWorker {
+					total += n
+				}
+				fmt.Fprintf(out, "  %s: chat.update calls by worker %v, %d in all over %.1f s; Slack allows one workspace %.0f (%d + %d/min); chat.update 429s: %d\n",
+					b.Processes, b.UpdatesByWorker, total, b.UpdateSpan, b.UpdateAllowance, slackUpdateBurst, slackUpdatePerMinute, b.RateLimited.Slack["chat.update"])
+			}
+			fmt.Fprintf(out, "  %s goals: all answered once %s; completion p99 ≤ 30 s %s; ≤ 6 Slack 429s %s; no placeholder left %s\n", b.Processes,
+				goal(b.AnsweredOnce == b.Mentions), goal(b.Completion.N > 0 && b.Completion.P99 <= 30000), goal(b.RateLimited.Total() <= 6), goal(b.PlaceholdersLeft == 0))
+		}
+	}
+	if n := l.Noisy; n != nil {
+		fmt.Fprintf(out, "\nNoisy neighbours: %d quiet tenants asking %.0f/s in all (model %.0f ms); %d tenants flooding at %.0f mentions/s each over %d channels (model %.1f s); llm.max_concurrency %d, worker.concurrency %d\n",
+			n.QuietTenants, n.QuietRate, n.QuietLLMMs, n.FloodTenants, n.FloodRate, n.FloodChannels, n.FloodLLMMs/1000, n.LLMSlots, n.Workers)
+		if n.Error != "" {
+			fmt.Fprintf(out, "  FAILED: %s\n", n.Error)
+		}
+		fmt.Fprintln(tw, "quiet tenants\twindow s\tquestions\tanswered\tanswer p50 ms\tp99 ms\tfeedback p50 ms\tp99 ms\tLLM in flight quiet\tflood (peak)\tflood answered\tslot wait mean ms\t")
+		for _, w := range []struct {
+			name string
+			w    NoisyWindow
+		}{{"alone", n.Alone}, {"during the flood", n.During}} {
+			fmt.Fprintf(tw, "%s\t%.1f\t%d\t%d\t%.0f\t%.0f\t%.1f\t%.1f\t%.1f\t%.1f (%d)\t%d\t%.1f\t\n", w.name, w.w.Seconds, w.w.Questions, w.w.Answered,
+				w.w.Answer.P50, w.w.Answer.P99, w.w.Feedback.P50, w.w.Feedback.P99, w.w.LLMQuiet.Mean, w.w.LLMFlood.Mean, w.w.LLMFlood.Peak, w.w.FloodAnswered, w.w.SlotWaitMs)
+		}
+		tw.Flush()
+		fmt.Fprintf(out, "  flood: %d/%d answered, the last %.1f s after the flood; %d lost, %d duplicates, %d threads still showing a placeholder; 429s %s; load average %.1f\n",
+			n.FloodAnswered, n.FloodMentions, n.FloodDrainSeconds, n.Lost, n.Duplicates, n.PlaceholdersLeft, n.RateLimited, n.LoadAvg)
+		p50, fb := ratio(n.During.Answer.P50, n.Alone.Answer.P50), ratio(n.During.Feedback.P99, n.Alone.Feedback.P99)
+		fmt.Fprintf(out, "  goals: quiet answer p50 within 1.5× of alone %s (%.2f×); feedback p99 within 2× %s (%.2f×); nothing lost %s\n",
+			goal(p50 <= 1.5), p50, goal(fb <= 2), fb, goal(n.Lost == 0 && n.Duplicates == 0 && n.During.Answered == n.During.Questions && n.Alone.Answered == n.Alone.Questions))
+	}
+	if l.ProfileTop != "" {
+		fmt.Fprintf(out, "\n%s", l.ProfileTop)
+	}
+	fmt.Fprintf(out, "\nIntegrity (Slack-limits phases): %d mentions, %d duplicate answers, %d lost\n", l.Mentions, l.Duplicates, l.Lost)
+	if l.Duplicates > 0 || l.Lost > 0 {
+		bar := strings.Repeat("!", 72)
+		fmt.Fprintf(out, "%s\n!! FAILED: %d duplicate and %d lost answers\n", bar, l.Duplicates, l.Lost)
+		for _, d := range l.LostDetail {
+			fmt.Fprintf(out, "!!   lost: %s\n", d)
+		}
+		fmt.Fprintln(out, bar)
+	}
+}
+
+func ratio(a, b float64) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return math.Round(a/b*100) / 100
+}
+
+// String is "slacksim: chat.update 3, chat.delete 1 / daemon: …" ("none" for none).
+func (rl RateLimited) String() string {
+	return "slacksim " + methods(rl.Slack) + " / daemon " + methods(rl.Daemon)
+}
+
+func (rl RateLimited) daemonTotal() int {
+	n := 0
+	for _, v := range rl.Daemon {
+		n += v
+	}
+	return n
+}
+
+// methods lists counts by method, sorted ("none" for none).
+func methods(m map[string]int) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
 }

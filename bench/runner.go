@@ -101,6 +101,11 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	r.rep.Setup = Setup{Workspaces: o.Workspaces, Tenants: (o.Workspaces + 4) / 5, PhaseSeconds: o.Phase.Seconds(), MentionShare: o.MentionShare}
 	defer r.cleanup()
 
+	if o.LimitsOnly {
+		r.rep.LimitsOnly = true
+		r.limits(ctx)
+		return r.rep, ctx.Err()
+	}
 	if err := r.setup(ctx); err != nil {
 		return r.rep, err
 	}
@@ -176,6 +181,13 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	// 6. Socket scale with a fresh daemon.
 	if !o.SkipSockets {
 		r.sockets(ctx)
+	}
+
+	// 7. Slack's limits enforced: a realistic load, a burst into one
+	// workspace, two workers sharing its budget, noisy neighbours (an
+	// emulator, database and daemons of their own).
+	if !o.SkipLimits {
+		r.limits(ctx)
 	}
 	return r.rep, ctx.Err()
 }
@@ -347,6 +359,15 @@ func (r *runner) setup(ctx context.Context) error {
 // seed creates n workspaces in the emulator and registers them with the
 // real CLI: one tenant (and agent) per perTenant workspaces.
 func (r *runner) seed(ctx context.Context, n, perTenant int, slugPrefix string) ([]slacksim.WorkspaceSpec, error) {
+	return r.seedAs(ctx, n, perTenant, slugPrefix, benchPersona)
+}
+
+// benchPersona is the agents' persona unless a phase needs another (the
+// fake LLM reads it in the system prompt: a tenant on a slow model).
+const benchPersona = "Concise and practical."
+
+// seedAs is seed with the agents' persona.
+func (r *runner) seedAs(ctx context.Context, n, perTenant int, slugPrefix, persona string) ([]slacksim.WorkspaceSpec, error) {
 	ws := make([]slacksim.WorkspaceSpec, n)
 	for i := range ws {
 		ws[i] = r.sim.AddWorkspace(slacksim.WorkspaceSpec{TeamName: fmt.Sprintf("Bench %s%d", slugPrefix, i)})
@@ -384,7 +405,7 @@ func (r *runner) seed(ctx context.Context, n, perTenant int, slugPrefix string) 
 			return err
 		}
 		_, err := runCLI(ctx, r.o.Binary, r.env, "agent", "set", "--tenant", slug(i), "--name", "Mara", "--role", "Support",
-			"--persona", "Concise and practical.", "--instructions", "Answer benchmark questions briefly.")
+			"--persona", persona, "--instructions", "Answer benchmark questions briefly.")
 		return err
 	}); err != nil {
 		return nil, err
@@ -425,8 +446,16 @@ func (r *runner) startDaemon(ctx context.Context, ws []slacksim.WorkspaceSpec, t
 // workspace in ws has its sockets open (none: at once); the process is
 // stopped at the end of the run if nobody stopped it before.
 func (r *runner) spawnDaemon(ctx context.Context, env []string, ws []slacksim.WorkspaceSpec, timeout time.Duration) (*process, time.Duration, error) {
+	return r.spawnRole(ctx, "run", env, r.logFile, ws, timeout)
+}
+
+// spawnRole starts `konstruct <role>` (run, gateway, worker) with env,
+// its stderr to logw, and waits until every workspace in ws has its
+// sockets open (none: at once); the process is stopped at the end of the
+// run if nobody stopped it before.
+func (r *runner) spawnRole(ctx context.Context, role string, env []string, logw io.Writer, ws []slacksim.WorkspaceSpec, timeout time.Duration) (*process, time.Duration, error) {
 	start := time.Now()
-	p, err := startProcess("konstruct run", []string{r.o.Binary, "run"}, env, "", r.logFile, nil)
+	p, err := startProcess("konstruct "+role, []string{r.o.Binary, role}, env, "", logw, nil)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -449,7 +478,7 @@ func (r *runner) waitConnected(ctx context.Context, p *process, ws []slacksim.Wo
 			return time.Since(start), nil
 		}
 		if p.exited() {
-			return 0, fmt.Errorf("konstruct run exited: %w: %s", p.err, p.tail())
+			return 0, fmt.Errorf("%s exited: %w: %s", p.name, p.err, p.tail())
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return 0, fmt.Errorf("only %d of %d workspaces connected after %v", connected, len(ws), time.Since(start).Round(time.Millisecond))

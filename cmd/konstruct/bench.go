@@ -62,7 +62,11 @@ func newBenchCmd(a *app) *cobra.Command {
 			"OpenAI-compatible LLM, with a private PostgreSQL database and Redis prefix (both removed at the end).\n" +
 			"Reports ack latency at several rates, time to visible feedback, pipeline overhead, the highest\n" +
 			"sustained answered rate, socket scale and peak RSS, beside a bare slack-go client and a Bolt for\n" +
-			"JavaScript app under the same load. Exits non-zero if any answer was duplicated or lost.\n\n" +
+			"JavaScript app under the same load. Then, against an emulator that enforces Slack's rate limits and a\n" +
+			"daemon on its default Slack budgets: a realistic load (2,000 events/s over 250 workspaces, 5% mentions),\n" +
+			"a burst of 60 mentions in 10 s into one workspace, the same burst against a gateway and two workers\n" +
+			"sharing its budget, and noisy neighbours (quiet tenants alone, then beside two tenants flooding a slow,\n" +
+			"scarce model). Exits non-zero if any answer was duplicated or lost.\n\n" +
 			"--chaos runs the chaos run instead: a realistic mix (20 workspaces, 100 events/s, one post in ten a\n" +
 			"mention) through Slack's redeliveries, refresh disconnects and cut sockets, and a 30 s outage of a\n" +
 			"private redis-server (AOF) with a SIGKILL of the daemon inside it and a restart. Exits non-zero unless\n" +
@@ -119,6 +123,20 @@ func newBenchCmd(a *app) *cobra.Command {
 	f.IntVar(&co.Rate, "chaos-rate", 0, "--chaos: envelopes/s over all workspaces (default 100)")
 	f.DurationVar(&co.Outage, "chaos-outage", 0, "--chaos: length of the Redis outage (default 30s; the daemon is killed halfway)")
 	f.BoolVar(&o.SkipDurable, "skip-durable", false, "skip the durable-ack phase (a daemon on a private redis-server, Redis answering and stopped)")
+	f.BoolVar(&o.SkipLimits, "skip-limits", false, "skip the Slack-limits phases (realistic, burst, two workers, noisy neighbours)")
+	f.BoolVar(&o.LimitsOnly, "limits", false, "run only the Slack-limits phases")
+	f.IntVar(&o.Limits.RealisticWorkspaces, "realistic-workspaces", 0, "workspaces of the realistic phase (default 250)")
+	f.IntVar(&o.Limits.RealisticRate, "realistic-rate", 0, "envelopes/s of the realistic phase (default 2000)")
+	f.DurationVar(&o.Limits.RealisticPhase, "realistic-phase", 0, "length of the realistic phase (default 10s)")
+	f.IntVar(&o.Limits.BurstMentions, "burst-mentions", 0, "mentions of the burst into one workspace (default 60)")
+	f.DurationVar(&o.Limits.BurstWindow, "burst-window", 0, "the burst's length (default 10s)")
+	f.BoolVar(&o.Limits.SkipShared, "skip-shared", false, "skip the two-worker phase (gateway + 2 workers sharing a workspace's budget)")
+	f.BoolVar(&o.Limits.SkipNoisy, "skip-noisy", false, "skip the noisy-neighbour phase")
+	f.IntVar(&o.Limits.NoisySlots, "noisy-slots", 0, "llm.max_concurrency of the noisy-neighbour daemon (default 16)")
+	f.IntVar(&o.Limits.NoisyWorkers, "noisy-workers", 0, "worker.concurrency of the noisy-neighbour daemon (default: --worker-concurrency)")
+	f.DurationVar(&o.Limits.NoisyAlone, "noisy-alone", 0, "how long the quiet tenants ask alone (default 15s)")
+	f.DurationVar(&o.Limits.NoisyFlood, "noisy-flood", 0, "how long the two tenants flood (default 15s)")
+	f.DurationVar(&o.Limits.NoisyFloodLLM, "noisy-flood-llm", 0, "the flooding tenants' model time (default 5s)")
 	f.IntVar(&o.Workspaces, "workspaces", 0, "workspaces carrying the load (default 50; --quick 10; --chaos 20)")
 	f.StringVar(&rates, "rates", "", "ack phases in envelopes/s, comma-separated (default 500,2000,5000)")
 	f.DurationVar(&o.Phase, "phase", 0, "length of each ack and pipeline phase (default 5s)")
