@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -228,6 +229,13 @@ func TestSentinelFailoverLosesNothing(t *testing.T) {
 	t.Cleanup(func() { _ = q.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	// What doctor sees: two replicas online for wait_replicas 1.
+	if d, err := q.Durability(ctx); err != nil || d.Replicas != 2 || d.WaitReplicas != 1 || len(d.Problems()) > 0 {
+		t.Fatalf("durability behind Sentinel: %+v %v %v", d, d.Problems(), err)
+	}
+	if p := (queue.Durability{AOF: true, EvictionPolicy: "noeviction", Sentinel: true, Replicas: 1, WaitReplicas: 1}).Problems(); len(p) != 1 || !strings.Contains(p[0], "one replica more") {
+		t.Errorf("one replica for wait_replicas 1: %v", p)
+	}
 
 	var (
 		mu       sync.Mutex
@@ -310,7 +318,7 @@ func TestSentinelFailoverLosesNothing(t *testing.T) {
 		return time.Since(since).Round(10 * time.Millisecond)
 	}
 
-	under(time.Second)
+	under(3 * time.Second)
 	old := s.MasterAddr()
 	killed := s.KillMaster()
 	start := time.Now()
@@ -318,12 +326,12 @@ func TestSentinelFailoverLosesNothing(t *testing.T) {
 	promoted := time.Since(start).Round(10 * time.Millisecond)
 	t.Logf("crash: master %s killed; %s promoted after %v, writes again after %v; %d writes refused meanwhile",
 		old, now, promoted, resumed(start), failures.Load())
-	under(time.Second)
+	under(3 * time.Second)
 
 	// The old master comes back, as a replica of the new one.
 	killed.Start()
 	waitLong(t, 60*time.Second, "the old master back as a replica", func() bool { return len(s.Replicas()) == 2 })
-	under(time.Second)
+	under(3 * time.Second)
 
 	// A planned switchover: writes paused on the master, so the replicas
 	// have everything it took, then the failover.
@@ -346,7 +354,7 @@ func TestSentinelFailoverLosesNothing(t *testing.T) {
 	_ = oldMaster.Close()
 	t.Logf("switchover: %s → %s after %v, writes again after %v; %d writes refused meanwhile",
 		now, next, promoted, resumed(start), failures.Load()-before)
-	under(time.Second)
+	under(3 * time.Second)
 
 	stopLoad()
 	writers.Wait()

@@ -303,6 +303,11 @@ type Durability struct {
 	AOF            bool   // appendonly yes
 	RDB            bool   // save points configured
 	EvictionPolicy string // maxmemory-policy
+	// Sentinel is set behind Sentinel; Replicas then counts the master's
+	// replicas online, and WaitReplicas is redis.wait_replicas in effect.
+	Sentinel     bool
+	Replicas     int
+	WaitReplicas int
 }
 
 // Problems lists what would let Redis lose queued work, each with its fix:
@@ -316,7 +321,28 @@ func (d Durability) Problems() []string {
 	if d.EvictionPolicy != "" && d.EvictionPolicy != "noeviction" {
 		out = append(out, "maxmemory-policy is "+d.EvictionPolicy+": queued replies could be evicted; set `maxmemory-policy noeviction` in redis.conf")
 	}
+	switch {
+	case d.Sentinel && d.Replicas < d.WaitReplicas:
+		out = append(out, fmt.Sprintf("redis.wait_replicas is %d but the master has %d replica(s) online: every write fails until one confirms it; "+
+			"start the replicas (or lower redis.wait_replicas, and accept that a failover may lose the last writes)", d.WaitReplicas, d.Replicas))
+	case d.Sentinel && d.WaitReplicas > 0 && d.Replicas < d.WaitReplicas+1:
+		out = append(out, fmt.Sprintf("the master has %d replica(s) online for redis.wait_replicas %d: after a crash failover writes wait until the old master is back as a replica; "+
+			"run one replica more than redis.wait_replicas (README, Scale out)", d.Replicas, d.WaitReplicas))
+	}
 	return out
+}
+
+// Topology names the Redis the queue uses: redis.url's, a master behind
+// Sentinel, or a Cluster (for doctor and logs; no password).
+func (q *Queue) Topology() string {
+	switch {
+	case len(q.cfg.ClusterAddrs) > 0:
+		return "Redis Cluster (redis.cluster.addrs " + strings.Join(q.cfg.ClusterAddrs, ",") + ")"
+	case q.cfg.SentinelMaster != "":
+		return fmt.Sprintf("Redis behind Sentinel (master %q, redis.sentinel.addrs %s, redis.wait_replicas %d)",
+			q.cfg.SentinelMaster, strings.Join(q.cfg.SentinelAddrs, ","), q.cfg.WaitReplicas)
+	}
+	return "Redis at redis.url"
 }
 
 // Durability asks Redis how it persists and evicts (CONFIG GET). A Redis
@@ -326,9 +352,19 @@ func (q *Queue) Durability(ctx context.Context) (Durability, error) {
 	if err != nil {
 		return Durability{}, unavailable("redis config", err)
 	}
-	return Durability{
+	d := Durability{
 		AOF:            v["appendonly"] == "yes",
 		RDB:            strings.TrimSpace(v["save"]) != "",
 		EvictionPolicy: v["maxmemory-policy"],
-	}, nil
+		Sentinel:       q.cfg.SentinelMaster != "",
+		WaitReplicas:   q.cfg.WaitReplicas,
+	}
+	if d.Sentinel {
+		info, err := q.rdb.Info(ctx, "replication").Result()
+		if err != nil {
+			return Durability{}, unavailable("redis replication", err)
+		}
+		d.Replicas = strings.Count(info, "state=online")
+	}
+	return d, nil
 }

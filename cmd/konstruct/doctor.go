@@ -188,18 +188,19 @@ func (a *app) doctor(cmd *cobra.Command, envPath string) []check {
 		}
 		cancel()
 		_ = q.Close()
+		topo := q.Topology()
 		switch {
 		case err != nil:
-			add(check{Name: "redis", Detail: err.Error(), Fix: "check redis.url and that Redis is running"})
+			add(check{Name: "redis", Detail: topo + ": " + err.Error(), Fix: "check redis.url (and redis.sentinel.* or redis.cluster.addrs) and that Redis is running"})
 		case durErr != nil:
-			add(check{Name: "redis", OK: true, Detail: "reachable; persistence not checked (CONFIG GET refused): make sure AOF is on and maxmemory-policy is noeviction"})
+			add(check{Name: "redis", OK: true, Detail: topo + " reachable; persistence not checked (CONFIG GET refused): make sure AOF is on and maxmemory-policy is noeviction"})
 		case len(dur.Problems()) > 0:
 			for _, p := range dur.Problems() {
 				detail, fix, _ := strings.Cut(p, "; ")
 				add(check{Name: "redis", Detail: detail, Fix: fix})
 			}
 		default:
-			add(check{Name: "redis", OK: true, Detail: fmt.Sprintf("reachable; appendonly %s, maxmemory-policy %s", map[bool]string{true: "yes", false: "no (RDB snapshots)"}[dur.AOF], dur.EvictionPolicy)})
+			add(check{Name: "redis", OK: true, Detail: fmt.Sprintf("%s reachable; appendonly %s, maxmemory-policy %s", topo, map[bool]string{true: "yes", false: "no (RDB snapshots)"}[dur.AOF], dur.EvictionPolicy)})
 		}
 	}
 

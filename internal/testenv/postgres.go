@@ -2,12 +2,14 @@ package testenv
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -65,9 +67,22 @@ func StartPGServer(t testing.TB) *PGServer {
 		}
 		s.runAs = []string{"runuser", "-u", "postgres", "--"}
 	}
-	s.run("initdb", "-D", filepath.Join(dir, "data"), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
-	s.Start()
-	return s
+	if err := s.run("initdb", "-D", filepath.Join(dir, "data"), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"); err != nil {
+		t.Fatal(err)
+	}
+	// The free port may be taken between freePort and the start (a busy
+	// machine, tests in parallel): another one, a few times.
+	for attempt := 1; ; attempt++ {
+		err := s.start()
+		if err == nil {
+			return s
+		}
+		if attempt == 3 {
+			t.Fatal(err)
+		}
+		s.Port = freePort(t)
+		s.AdminURL = "postgres://postgres@127.0.0.1:" + strconv.Itoa(s.Port) + "/postgres?sslmode=disable"
+	}
 }
 
 func pgBinDir() string {
@@ -84,28 +99,40 @@ func pgBinDir() string {
 	return ""
 }
 
-func (s *PGServer) run(name string, args ...string) {
-	s.t.Helper()
+func (s *PGServer) run(name string, args ...string) error {
 	argv := append(append(slices.Clone(s.runAs), filepath.Join(s.bin, name)), args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput(); err != nil {
-		s.t.Fatalf("testenv: %s: %v\n%s", name, err, out)
+		return fmt.Errorf("testenv: %s: %w\n%s", name, err, out)
 	}
+	return nil
 }
 
 // Start starts the cluster (again) and waits until it accepts connections.
 func (s *PGServer) Start() {
 	s.t.Helper()
+	if err := s.start(); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+func (s *PGServer) start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.running {
-		return
+		return nil
 	}
-	data := filepath.Join(s.dir, "data")
-	s.run("pg_ctl", "-D", data, "-l", filepath.Join(s.dir, "log"), "-w", "-o",
+	data, logFile := filepath.Join(s.dir, "data"), filepath.Join(s.dir, "log")
+	err := s.run("pg_ctl", "-D", data, "-l", logFile, "-w", "-o",
 		"-c listen_addresses=127.0.0.1 -p "+strconv.Itoa(s.Port)+" -k "+data+" -c fsync=off -c max_connections=50", "start")
+	if err != nil {
+		b, _ := os.ReadFile(logFile)
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		return fmt.Errorf("%w\nserver log:\n%s", err, strings.Join(lines[max(0, len(lines)-5):], "\n"))
+	}
 	s.running = true
+	return nil
 }
 
 // Stop stops the cluster at once (-m immediate: as a crash of its machine
@@ -116,7 +143,9 @@ func (s *PGServer) Stop() {
 	if !s.running {
 		return
 	}
-	s.run("pg_ctl", "-D", filepath.Join(s.dir, "data"), "-m", "immediate", "-w", "stop")
+	if err := s.run("pg_ctl", "-D", filepath.Join(s.dir, "data"), "-m", "immediate", "-w", "stop"); err != nil {
+		s.t.Error(err)
+	}
 	s.running = false
 }
 
