@@ -127,6 +127,13 @@ func (l *limitsRun) sharedPhase(ctx context.Context) *Burst {
 	r, lo := l.r, l.r.o.Limits
 	res := &Burst{Processes: "konstruct gateway + 2 × konstruct worker"}
 	var addrs, workers []string
+	var stops []func()
+	defer_ := func(f func()) { stops = append(stops, f) }
+	defer func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}()
 	start := func(role, name string, ws []slacksim.WorkspaceSpec) (string, error) {
 		addr, err := freeAddr()
 		if err != nil {
@@ -139,13 +146,18 @@ func (l *limitsRun) sharedPhase(ctx context.Context) *Burst {
 		r.defer_(func() { _ = lf.Close() })
 		env := withEnv(r.env, "KONSTRUCT_HTTP_ADDR="+addr, "KONSTRUCT_STATE_DIR="+filepath.Join(r.o.OutDir, "state-"+name))
 		p, _, err := r.spawnRole(ctx, role, env, lf, ws, daemonStartBound)
+		if err == nil {
+			err = waitHealthy(ctx, p, addr, daemonStartBound)
+		}
 		if err != nil {
+			if p != nil {
+				_ = p.stop(daemonStopGrace)
+			}
 			return "", err
 		}
-		if err := waitHealthy(ctx, p, addr, daemonStartBound); err != nil {
-			return "", err
-		}
-		r.defer_(func() {
+		// Stopped when the phase ends: a process left running would hold
+		// sockets of every app, and Slack hands each envelope to one socket.
+		defer_(func() {
 			if err := p.stop(daemonStopGrace); err != nil {
 				r.log("%s stop: %v", name, err)
 			}
