@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/konstruct/konstruct"
+	"github.com/konstruct/konstruct/internal/tracing"
 	"github.com/konstruct/konstruct/llm"
 	"github.com/konstruct/konstruct/queue"
 	"github.com/konstruct/konstruct/worker"
@@ -145,6 +146,15 @@ type Config struct {
 		Format string `mapstructure:"format"` // auto | json | text
 		Level  string `mapstructure:"level"`  // debug | info | warn | error
 	} `mapstructure:"log"`
+	// Tracing exports a trace per message by OTLP/HTTP; off without an
+	// endpoint (internal/tracing).
+	Tracing struct {
+		OTLPEndpoint string  `mapstructure:"otlp_endpoint"`
+		SampleRatio  float64 `mapstructure:"sample_ratio"`
+		// Headers go with every export (a collector's authorization):
+		// secrets. In the environment: name=value,name=value.
+		Headers map[string]string `mapstructure:"headers"`
+	} `mapstructure:"tracing"`
 
 	// File is the config file that was read, "" if none.
 	File string `mapstructure:"-"`
@@ -194,6 +204,9 @@ var defaults = map[string]any{
 	"worker.max_answer_messages":      worker.DefaultMaxAnswerMessages,
 	"log.format":                      "auto",
 	"log.level":                       "info",
+	"tracing.otlp_endpoint":           "",
+	"tracing.sample_ratio":            1.0,
+	"tracing.headers":                 map[string]string{},
 }
 
 // Keys returns every configuration key (llm.providers is file-only).
@@ -283,9 +296,12 @@ func Load(opts Options) (*Config, error) {
 			}
 		}
 		if val, ok := lookup(getenv, EnvName(k)); ok {
-			if _, list := defaults[k].([]string); list {
+			switch defaults[k].(type) {
+			case []string:
 				v.Set(k, splitList(val))
-			} else {
+			case map[string]string:
+				v.Set(k, splitMap(val))
+			default:
 				v.Set(k, val)
 			}
 		}
@@ -342,6 +358,11 @@ func checkTypes(v *viper.Viper) error {
 				errs = append(errs, &KeyError{Key: k, Reason: fmt.Sprintf("must be a whole number, got %q", raw)})
 				v.Set(k, dv)
 			}
+		case float64:
+			if _, err := strconv.ParseFloat(raw, 64); err != nil {
+				errs = append(errs, &KeyError{Key: k, Reason: fmt.Sprintf("must be a number, got %q", raw)})
+				v.Set(k, dv)
+			}
 		case string:
 			if !isDuration(dv) {
 				continue // not a duration key
@@ -360,7 +381,8 @@ func checkTypes(v *viper.Viper) error {
 func unknownKeys(v *viper.Viper) []string {
 	var out []string
 	for _, k := range v.AllKeys() {
-		if _, ok := defaults[k]; ok || k == "llm.providers" || strings.HasPrefix(k, "llm.providers.") || k == "slack.rate_limits" {
+		if _, ok := defaults[k]; ok || k == "llm.providers" || strings.HasPrefix(k, "llm.providers.") || k == "slack.rate_limits" ||
+			strings.HasPrefix(k, "tracing.headers.") {
 			continue
 		}
 		out = append(out, k)
@@ -379,6 +401,17 @@ func isDuration(s string) bool {
 func lookup(getenv func(string) string, name string) (string, bool) {
 	val := getenv(name)
 	return val, val != ""
+}
+
+// splitMap reads name=value,name=value (as OTEL_EXPORTER_OTLP_HEADERS);
+// an entry without "=" is kept with an empty value, for Validate to name.
+func splitMap(s string) map[string]string {
+	out := map[string]string{}
+	for _, p := range splitList(s) {
+		k, val, _ := strings.Cut(p, "=")
+		out[strings.TrimSpace(k)] = strings.TrimSpace(val)
+	}
+	return out
 }
 
 func splitList(s string) []string {
@@ -525,6 +558,9 @@ func (c *Config) Validate(parts ...Part) error {
 			}
 		}
 	}
+	// Like log.*, checked for every command: a daemon must not start with
+	// traces it cannot send, and doctor reports them.
+	errs = append(errs, keyed(c.TracingConfig().Validate(), func(field string) string { return "tracing." + field })...)
 	switch c.Log.Format {
 	case "auto", "json", "text":
 	default:
@@ -566,6 +602,11 @@ func (c *Config) WorkerConfig() worker.Config {
 		Concurrency: c.Worker.Concurrency, TenantConcurrency: c.Worker.TenantConcurrency, Streaming: c.Worker.Streaming,
 		HistoryTokens: c.Worker.HistoryTokens, MaxAnswerTokens: c.Worker.MaxAnswerTokens, MaxAnswerMessages: c.Worker.MaxAnswerMessages,
 	}
+}
+
+// TracingConfig is tracing.*.
+func (c *Config) TracingConfig() tracing.Config {
+	return tracing.Config{Endpoint: strings.TrimSpace(c.Tracing.OTLPEndpoint), SampleRatio: c.Tracing.SampleRatio, Headers: c.Tracing.Headers}
 }
 
 // LLMConfig is llm.*: the providers in fallback order, the default model

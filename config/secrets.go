@@ -23,7 +23,7 @@ import (
 // error: one of them would be ignored.
 //
 // A config file that holds a secret (secret_key, secret_key_previous, an
-// api_key, redis.sentinel.password, a URL or connection string with a
+// api_key, redis.sentinel.password, tracing.headers, a URL or connection string with a
 // password) must be readable by its owner alone: one that its group or
 // others can read is refused, with the chmod that fixes it.
 
@@ -34,6 +34,10 @@ func secretKeysInFile(v *viper.Viper) []string {
 		if v.InConfig(k) && fmt.Sprint(v.Get(k)) != "" && fmt.Sprint(v.Get(k)) != "[]" {
 			out = append(out, k)
 		}
+	}
+	// Headers of the trace exports: a collector's authorization.
+	if h, ok := v.Get("tracing.headers").(map[string]any); ok && v.InConfig("tracing.headers") && len(h) > 0 {
+		out = append(out, "tracing.headers")
 	}
 	for _, k := range []string{"database.url", "database.migrate_url", "redis.url", "llm.base_url"} {
 		if v.InConfig(k) && carriesCredential(v.GetString(k)) {
