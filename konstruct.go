@@ -43,6 +43,9 @@ type Message struct {
 	Action *Action `json:"action,omitempty"`
 	// ReceivedAt is when the gateway read the envelope (monotonic-free, for metrics).
 	ReceivedAt time.Time `json:"received_at"`
+	// TraceParent is the W3C traceparent of the message's trace (tracing
+	// on): the gateway's span in the record, the router's in the reply job.
+	TraceParent string `json:"traceparent,omitempty"`
 }
 
 // Post is the post's identity (Post), which the app_mention and message
@@ -113,8 +116,12 @@ type Workspace struct {
 	AppToken     string          `json:"-"`
 	BotToken     string          `json:"-"`
 	Status       WorkspaceStatus `json:"status"`
-	CreatedAt    time.Time       `json:"created_at"`
-	UpdatedAt    time.Time       `json:"updated_at"`
+	// Problem, when set, is why the workspace cannot be served and what to
+	// do (its tokens do not decrypt): its tokens are empty, the gateway
+	// skips it and reports it (log, /readyz, metrics), the others connect.
+	Problem   string    `json:"problem,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Reply outcomes recorded in the replies table.

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/konstruct/konstruct"
 	"github.com/konstruct/konstruct/metrics"
 )
@@ -83,6 +85,8 @@ type ManagerConfig struct {
 	Logger     *slog.Logger
 	Metrics    *metrics.Metrics
 	HTTPClient *http.Client
+	// Tracer starts a trace for each message recorded (nil: tracing off).
+	Tracer trace.Tracer
 }
 
 // SocketState is the state of one workspace's sockets, for /readyz.
@@ -92,7 +96,10 @@ type SocketState struct {
 	Connections int    `json:"connections"`
 	Connected   int    `json:"connected"`
 	Revoked     bool   `json:"revoked,omitempty"`
-	LastError   string `json:"last_error,omitempty"`
+	// Skipped: the workspace is not served (its tokens do not decrypt);
+	// LastError says why and what to do.
+	Skipped   bool   `json:"skipped,omitempty"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // Manager keeps the Socket Mode connections of every active workspace open
@@ -117,8 +124,9 @@ type Manager struct {
 	wg sync.WaitGroup // every slot and session reader
 
 	statesMu sync.Mutex
-	groups   []*appGroup // for States
-	closing  []*appGroup // stopped, sockets maybe still closing (appsUp)
+	groups   []*appGroup   // for States
+	skipped  []SocketState // workspaces Source listed with a problem
+	closing  []*appGroup   // stopped, sockets maybe still closing (appsUp)
 
 	lastSet uint64 // fingerprint of the set given to OnWorkspaces
 
@@ -252,8 +260,15 @@ func (m *Manager) reconcile(ctx, sockCtx context.Context, apps map[string]*appGr
 	}
 	active := make([]konstruct.Workspace, 0, len(list))
 	want := map[string][]konstruct.Workspace{}
+	var skipped []SocketState
 	for _, w := range list {
 		if w.Status != "" && w.Status != konstruct.WorkspaceActive {
+			continue
+		}
+		if w.Problem != "" {
+			// One workspace that cannot be served must not keep the
+			// others from connecting: reported, skipped.
+			skipped = append(skipped, SocketState{TeamID: w.TeamID, AppID: w.AppID, Skipped: true, LastError: w.Problem})
 			continue
 		}
 		active = append(active, w)
@@ -293,6 +308,7 @@ func (m *Manager) reconcile(ctx, sockCtx context.Context, apps map[string]*appGr
 		g.start(sockCtx)
 	}
 	m.setStates(apps)
+	m.setSkipped(skipped)
 
 	if fp := fingerprint(active); fp != m.lastSet || m.lastSet == 0 {
 		m.lastSet = fp
@@ -315,6 +331,30 @@ func fingerprint(ws []konstruct.Workspace) uint64 {
 		_, _ = h.Write([]byte{0xff})
 	}
 	return h.Sum64() | 1
+}
+
+// setSkipped keeps the workspaces skipped for a problem, logging each one
+// when it is first skipped (or its problem changed) and when it is served
+// again.
+func (m *Manager) setSkipped(skipped []SocketState) {
+	m.statesMu.Lock()
+	old := m.skipped
+	m.skipped = skipped
+	m.statesMu.Unlock()
+	before := map[string]string{}
+	for _, s := range old {
+		before[s.TeamID] = s.LastError
+	}
+	for _, s := range skipped {
+		if prev, ok := before[s.TeamID]; !ok || prev != s.LastError {
+			m.log.Error("workspace skipped: its tokens cannot be used; the other workspaces are served",
+				"team_id", s.TeamID, "problem", s.LastError)
+		}
+		delete(before, s.TeamID)
+	}
+	for team := range before {
+		m.log.Info("workspace no longer skipped", "team_id", team)
+	}
 }
 
 func (m *Manager) setStates(apps map[string]*appGroup) {
@@ -349,12 +389,13 @@ func (m *Manager) appsUp() (ready, running map[string]bool) {
 	return ready, running
 }
 
-// States reports, per workspace, how many of its sockets are connected.
+// States reports, per workspace, how many of its sockets are connected,
+// and the workspaces skipped for a problem.
 func (m *Manager) States() []SocketState {
 	m.statesMu.Lock()
 	groups := m.groups
+	out := slices.Clone(m.skipped)
 	m.statesMu.Unlock()
-	var out []SocketState
 	for _, g := range groups {
 		out = append(out, g.states()...)
 	}

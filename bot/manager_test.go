@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -397,5 +398,57 @@ func TestManagerShutdownDrainTimeoutLeavesUnacked(t *testing.T) {
 	}
 	if n := sim.Unacked(); n != 1 {
 		t.Errorf("%d unacked, want 1", n)
+	}
+}
+
+// A workspace listed with a problem (tokens that do not decrypt) is
+// skipped and shown in States; the others connect and are served.
+func TestManagerSkipsWorkspaceWithProblem(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t)
+	broken := sim.AddWorkspace(slacksim.WorkspaceSpec{})
+	good := sim.AddWorkspace(slacksim.WorkspaceSpec{})
+	bw := workspaceOf(broken)
+	bw.AppToken, bw.BotToken, bw.Problem = "", "", "cannot decrypt the tokens of workspace "+broken.TeamID
+	src := &source{}
+	src.set(bw, workspaceOf(good))
+	var seen [][]konstruct.Workspace
+	var mu sync.Mutex
+	m := startManager(t, sim, ManagerConfig{Source: src.list, ReconcileEvery: 100 * time.Millisecond,
+		OnWorkspaces: func(ws []konstruct.Workspace) {
+			mu.Lock()
+			seen = append(seen, ws)
+			mu.Unlock()
+		}})
+	waitFor(t, 5*time.Second, "the good workspace's sockets", func() bool { return sim.Connections(good.AppID) == 2 })
+	ts, _ := sim.DM(good.TeamID, good.UserIDs[0], "served?", "")
+	collect(t, m, 5*time.Second, ts)
+	if n := sim.Connections(broken.AppID); n != 0 {
+		t.Errorf("the broken workspace has %d sockets", n)
+	}
+	st := m.States()
+	if len(st) != 2 {
+		t.Fatalf("States = %+v", st)
+	}
+	for _, s := range st {
+		switch s.TeamID {
+		case broken.TeamID:
+			if !s.Skipped || s.Connected != 0 || !strings.Contains(s.LastError, "cannot decrypt") {
+				t.Errorf("broken: %+v", s)
+			}
+		case good.TeamID:
+			if s.Skipped || s.Connected != 2 {
+				t.Errorf("good: %+v", s)
+			}
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, ws := range seen {
+		for _, w := range ws {
+			if w.TeamID == broken.TeamID {
+				t.Errorf("OnWorkspaces was given the broken workspace: %+v", w)
+			}
+		}
 	}
 }

@@ -2,6 +2,7 @@ package bot
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sync"
 	"time"
@@ -26,6 +27,11 @@ type WebConfig struct {
 	// OnCall observes every Web API call (metrics): the method, how long it
 	// took and its error (nil on success).
 	OnCall func(method string, d time.Duration, err error)
+	// OnRefused is called once per bot token that Slack refused for good
+	// (invalid_auth, token_revoked, account_inactive…) with the team it
+	// belongs to: that team alone should be marked revoked. The team's
+	// calls fail with EUNAUTHORIZED until Set gives it another token.
+	OnRefused func(teamID string, err error)
 }
 
 // Web performs Slack Web API calls on behalf of any known workspace, picking
@@ -39,6 +45,7 @@ type Web struct {
 
 	mu       sync.RWMutex
 	clients  map[string]webClient // team id → client
+	refused  map[string]bool      // bot tokens Slack refused for good
 	lastLoad time.Time
 	loadMu   sync.Mutex
 
@@ -62,7 +69,7 @@ func NewWeb(cfg WebConfig) *Web {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: 30 * time.Second}
 	}
-	return &Web{cfg: cfg, clients: map[string]webClient{}, names: map[string]string{}}
+	return &Web{cfg: cfg, clients: map[string]webClient{}, refused: map[string]bool{}, names: map[string]string{}}
 }
 
 // Set replaces the known workspaces (only active ones are kept).
@@ -72,7 +79,7 @@ func (w *Web) Set(ws []konstruct.Workspace) {
 	old := w.clients
 	w.mu.RUnlock()
 	for _, x := range ws {
-		if x.Status != "" && x.Status != konstruct.WorkspaceActive {
+		if x.Status != "" && x.Status != konstruct.WorkspaceActive || x.Problem != "" {
 			continue
 		}
 		if c, ok := old[x.TeamID]; ok && c.token == x.BotToken {
@@ -119,11 +126,34 @@ func (w *Web) client(ctx context.Context, teamID string) (webClient, error) {
 	return webClient{}, konstruct.Errorf(konstruct.ENOTFOUND, "workspace %s is not connected", teamID)
 }
 
-func (w *Web) observe(method string, start time.Time, err error) error {
+// observe reports a call to OnCall and maps its error; a bot token Slack
+// refused for good is reported, once, to OnRefused for its team alone.
+func (w *Web) observe(teamID string, c webClient, method string, start time.Time, err error) error {
 	if w.cfg.OnCall != nil {
 		w.cfg.OnCall(method, time.Since(start), err)
 	}
-	return slackError(method, err)
+	err = slackError(method, err)
+	if err != nil && botTokenRefused(err) {
+		w.mu.Lock()
+		first := !w.refused[c.token]
+		w.refused[c.token] = true
+		w.mu.Unlock()
+		if first && w.cfg.OnRefused != nil {
+			w.cfg.OnRefused(teamID, err)
+		}
+	}
+	return err
+}
+
+// botTokenRefused reports whether Slack refused a bot token for good.
+// no_permission is left out: on the Web API it can mean a channel or a
+// scope the token lacks, not a dead token.
+func botTokenRefused(err error) bool {
+	var se *konstruct.SlackError
+	if !errors.As(err, &se) {
+		return false
+	}
+	return fatalAuth[se.Code] && se.Code != "no_permission"
 }
 
 // maxMarkdownBlock is the most the markdown block holds (characters).
@@ -194,7 +224,7 @@ func (w *Web) Post(ctx context.Context, teamID, channelID, threadTS string, cont
 	}
 	start := time.Now()
 	_, ts, err := c.PostMessageContext(ctx, channelID, opts...)
-	return ts, w.observe("chat.postMessage", start, err)
+	return ts, w.observe(teamID, c, "chat.postMessage", start, err)
 }
 
 // Update replaces the content of a bot message.
@@ -205,7 +235,7 @@ func (w *Web) Update(ctx context.Context, teamID, channelID, ts string, content 
 	}
 	start := time.Now()
 	_, _, _, err = c.UpdateMessageContext(ctx, channelID, ts, options(content, allowanceFor(ctx, c.botUserID))...)
-	return w.observe("chat.update", start, err)
+	return w.observe(teamID, c, "chat.update", start, err)
 }
 
 // Delete deletes a bot message.
@@ -216,7 +246,7 @@ func (w *Web) Delete(ctx context.Context, teamID, channelID, ts string) error {
 	}
 	start := time.Now()
 	_, _, err = c.DeleteMessageContext(ctx, channelID, ts)
-	return w.observe("chat.delete", start, err)
+	return w.observe(teamID, c, "chat.delete", start, err)
 }
 
 // PostEphemeral shows text to one user only, in a thread when threadTS is
@@ -232,7 +262,7 @@ func (w *Web) PostEphemeral(ctx context.Context, teamID, channelID, userID, thre
 	}
 	start := time.Now()
 	_, err = c.PostEphemeralContext(ctx, channelID, userID, opts...)
-	return w.observe("chat.postEphemeral", start, err)
+	return w.observe(teamID, c, "chat.postEphemeral", start, err)
 }
 
 // Replies returns every message of a thread, oldest first, following the
@@ -252,7 +282,7 @@ func (w *Web) Replies(ctx context.Context, teamID, channelID, threadTS string) (
 		msgs, more, next, err := c.GetConversationRepliesContext(ctx, &slack.GetConversationRepliesParameters{
 			ChannelID: channelID, Timestamp: threadTS, Cursor: cursor, Limit: 200,
 		})
-		if err := w.observe("conversations.replies", start, err); err != nil {
+		if err := w.observe(teamID, c, "conversations.replies", start, err); err != nil {
 			return out, err
 		}
 		for _, m := range msgs {
@@ -289,7 +319,7 @@ func (w *Web) UserName(ctx context.Context, teamID, userID string) string {
 	}
 	start := time.Now()
 	u, err := c.GetUserInfoContext(ctx, userID)
-	if w.observe("users.info", start, err) != nil || u == nil {
+	if w.observe(teamID, c, "users.info", start, err) != nil || u == nil {
 		return userID
 	}
 	name = u.Profile.DisplayName
@@ -322,7 +352,7 @@ func (w *Web) StartStream(ctx context.Context, teamID, channelID, threadTS, reci
 	}
 	start := time.Now()
 	_, ts, err := c.StartStreamContext(ctx, channelID, opts...)
-	return ts, w.observe("chat.startStream", start, err)
+	return ts, w.observe(teamID, c, "chat.startStream", start, err)
 }
 
 // AppendStream appends Markdown (≤ 12,000 characters) to a streamed message.
@@ -334,7 +364,7 @@ func (w *Web) AppendStream(ctx context.Context, teamID, channelID, ts, markdown 
 	start := time.Now()
 	md := neutralizeMarkdown(markdown, allowanceFor(ctx, c.botUserID), true)
 	_, _, err = c.AppendStreamContext(ctx, channelID, ts, slack.MsgOptionMarkdownText(md))
-	return w.observe("chat.appendStream", start, err)
+	return w.observe(teamID, c, "chat.appendStream", start, err)
 }
 
 // StopStream ends a streamed message, optionally appending final Markdown.
@@ -349,5 +379,5 @@ func (w *Web) StopStream(ctx context.Context, teamID, channelID, ts, markdown st
 	}
 	start := time.Now()
 	_, _, err = c.StopStreamContext(ctx, channelID, ts, opts...)
-	return w.observe("chat.stopStream", start, err)
+	return w.observe(teamID, c, "chat.stopStream", start, err)
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slack-go/slack"
+
 	"github.com/konstruct/konstruct"
 	"github.com/konstruct/konstruct/internal/markdown"
 	"github.com/konstruct/konstruct/slacksim"
@@ -165,5 +167,58 @@ func TestWebStreamIsInert(t *testing.T) {
 		if h := hiddenLink(m.Text); h != "" {
 			t.Errorf("stream %q forms a Markdown link (%q)", m.Text, h)
 		}
+	}
+}
+
+// A bot token Slack refuses for good is reported once, for its team alone;
+// another team's calls go on, and a refusal that is not the token's death
+// (no_permission on one channel) reports nothing.
+func TestWebRefusedTokenReportedForItsTeamOnly(t *testing.T) {
+	t.Parallel()
+	sim := slacksim.New()
+	if err := sim.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sim.Close() })
+	a := sim.AddWorkspace(slacksim.WorkspaceSpec{})
+	b := sim.AddWorkspace(slacksim.WorkspaceSpec{})
+	type refusal struct {
+		team string
+		err  error
+	}
+	var got []refusal
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	web := NewWeb(WebConfig{APIURL: sim.APIURL(), HTTPClient: &http.Client{Transport: tr, Timeout: 10 * time.Second},
+		OnRefused: func(team string, err error) { got = append(got, refusal{team, err}) }})
+	web.Set([]konstruct.Workspace{
+		{TeamID: a.TeamID, BotUserID: a.BotUserID, BotToken: a.BotToken},
+		{TeamID: b.TeamID, BotUserID: b.BotUserID, BotToken: b.BotToken},
+		// Tokens that did not decrypt: never given a client.
+		{TeamID: "TBROKEN", Problem: "cannot decrypt the tokens of workspace TBROKEN"},
+	})
+	ctx := context.Background()
+	if _, err := web.Post(ctx, "TBROKEN", "C1", "", konstruct.Content{Text: "x"}); konstruct.ErrorCode(err) != konstruct.ENOTFOUND {
+		t.Errorf("post for a workspace with a problem: %v, want ENOTFOUND", err)
+	}
+
+	sim.RevokeToken(a.BotToken)
+	for range 3 {
+		_, err := web.Post(ctx, a.TeamID, a.GeneralChannelID, "", konstruct.Content{Text: "hello"})
+		if konstruct.ErrorCode(err) != konstruct.EUNAUTHORIZED {
+			t.Fatalf("post with a revoked token: %v, want EUNAUTHORIZED", err)
+		}
+	}
+	if len(got) != 1 || got[0].team != a.TeamID || !strings.Contains(got[0].err.Error(), "token_revoked") {
+		t.Fatalf("OnRefused calls = %+v, want one for %s", got, a.TeamID)
+	}
+	if _, err := web.Post(ctx, b.TeamID, b.GeneralChannelID, "", konstruct.Content{Text: "hello"}); err != nil {
+		t.Errorf("the other team's post: %v", err)
+	}
+	if botTokenRefused(slackError("chat.postMessage", slack.SlackErrorResponse{Err: "no_permission"})) {
+		t.Errorf("no_permission taken for a dead token")
+	}
+	if len(got) != 1 {
+		t.Errorf("OnRefused calls = %+v after the other team's post", got)
 	}
 }

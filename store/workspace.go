@@ -168,8 +168,9 @@ func (s *Store) ListWorkspaces(ctx context.Context) ([]konstruct.Workspace, erro
 }
 
 // ActiveWorkspaces lists every tenant's active workspaces with decrypted
-// tokens, for the gateway. A token that cannot be decrypted fails the whole
-// call, naming the team and key id (never the token).
+// tokens, for the gateway. A workspace whose tokens cannot be decrypted is
+// listed without tokens, its Problem naming the team, the key id (never the
+// token) and the fix: the others are served.
 func (s *Store) ActiveWorkspaces(ctx context.Context) ([]konstruct.Workspace, error) {
 	if err := s.needBox("reading workspace tokens"); err != nil {
 		return nil, err
@@ -191,13 +192,18 @@ func (s *Store) ActiveWorkspaces(ctx context.Context) ([]konstruct.Workspace, er
 			&w.BotUserID, &w.BotID, &appEnc, &botEnc, &keyID, &w.Status, &w.CreatedAt, &w.UpdatedAt); err != nil {
 			return w, err
 		}
+		// A workspace whose tokens do not open is listed with its problem,
+		// not an error: one bad row must not keep every other workspace
+		// from connecting.
 		app, err := s.box.Open(appEnc, keyID, tokenAAD(w.TenantID, w.TeamID, appTokenColumn))
 		if err != nil {
-			return w, s.openError(w.TeamID, keyID, err)
+			w.Problem = konstruct.ErrorMessage(s.openError(w.TeamID, keyID, err))
+			return w, nil
 		}
 		bot, err := s.box.Open(botEnc, keyID, tokenAAD(w.TenantID, w.TeamID, botTokenColumn))
 		if err != nil {
-			return w, s.openError(w.TeamID, keyID, err)
+			w.Problem = konstruct.ErrorMessage(s.openError(w.TeamID, keyID, err))
+			return w, nil
 		}
 		w.AppToken, w.BotToken = string(app), string(bot)
 		return w, nil

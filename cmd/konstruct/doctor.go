@@ -227,6 +227,11 @@ func (a *app) doctor(cmd *cobra.Command, envPath string) []check {
 		}
 		for _, w := range ws {
 			name := "workspace " + w.TeamID
+			if w.Problem != "" {
+				// Skipped by the daemon, the others served.
+				add(check{Name: name, Detail: w.Problem + " (the daemon skips it and serves the others)", Fix: secretKeyFix})
+				continue
+			}
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			id, err := bot.AuthTest(cctx, nil, cfg.Slack.APIURL, w.BotToken)
 			if err == nil {

@@ -59,7 +59,7 @@ func TestDoctorCatchesAnotherSecretKey(t *testing.T) {
 		t.Fatalf("doctor passed with another secret key:\n%s", r.stdout)
 	}
 	rowMatches(t, r.stdout,
-		`^workspaces\s+FAIL\s+cannot decrypt the tokens of workspace`,
+		`^workspace \S+\s+FAIL\s+cannot decrypt the tokens of workspace \S+: .*the daemon skips it and serves the others`,
 		`→ fix: secret_key must be the key the tokens were stored with\. Write that key's value in the env file, not a command`,
 		`If the key is lost, .konstruct workspace add. each workspace again`)
 }

@@ -126,6 +126,7 @@ type daemonT struct {
 	spool    *spool.Spool
 	intake   *spool.Recorder
 	httpLn   net.Listener
+	traces   // tracing.go: the traces' provider (nil: off) and the Slack of the router and workers
 	// loaded is set once the manager has read the workspaces: until then
 	// an empty socket list says nothing and /readyz is not ready.
 	loaded atomic.Bool
@@ -171,10 +172,25 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 			_, limited := konstruct.RetryAfter(err)
 			d.metrics.SlackCall(method, err, limited)
 		},
+		// A bot token Slack refused for good marks its team alone
+		// revoked; the gateways drop it at their next reconcile (the
+		// change is NOTIFYed) and the other workspaces go on.
+		OnRefused: func(teamID string, err error) {
+			logger.Error("slack refused the bot token of a workspace; marking it revoked (`konstruct workspace add` with a new token brings it back)",
+				"team_id", teamID, "error", konstruct.Redact(err.Error()))
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if err := d.store.SetWorkspaceStatus(rctx, teamID, konstruct.WorkspaceRevoked); err != nil {
+				logger.Error("mark workspace revoked", "team_id", teamID, "error", err)
+			}
+		},
 	})
 
 	if d.httpLn, err = (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.HTTP.Addr); err != nil {
 		return nil, fmt.Errorf("http.addr %s: %w", cfg.HTTP.Addr, err)
+	}
+	if err := d.startTracing(); err != nil {
+		return nil, err
 	}
 
 	if r.gateway {
@@ -209,6 +225,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 			Logger:     logger,
 			Metrics:    d.metrics,
 			HTTPClient: d.hooks.HTTPClient,
+			Tracer:     d.tracer("bot"),
 		})
 		consumer, err := consumerName(cfg.StateDir)
 		if err != nil {
@@ -221,10 +238,11 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 			Now:      d.hooks.Now,
 			Logger:   logger,
 			Metrics:  d.metrics,
+			Tracer:   d.tracer("router"),
 		}, router.Deps{
 			Intake:   d.queue,
 			Tenants:  d.store,
-			Slack:    d.web,
+			Slack:    d.slack,
 			Claims:   d.queue,
 			Threads:  d.queue,
 			Limiter:  d.queue,
@@ -253,10 +271,11 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 		}
 		wcfg := cfg.WorkerConfig()
 		wcfg.Logger, wcfg.Metrics, wcfg.Now = logger, d.metrics, d.hooks.Now
+		wcfg.Tracer = d.tracer("worker")
 		d.worker = worker.New(wcfg, worker.Deps{
 			Agents:   d.store,
 			Records:  d.store,
-			Slack:    d.web,
+			Slack:    d.slack,
 			LLM:      client,
 			Tasks:    d.queue,
 			States:   d.queue,
@@ -378,12 +397,15 @@ func (d *daemonT) Run(ctx context.Context) error {
 	_ = g.Wait()
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
+	traced := d.stopTracing(sctx) // the last spans, within the same 2 s
 	_ = srv.Shutdown(sctx)
+	<-traced
 	log.Info("konstruct stopped")
 	return runErr
 }
 
 func (d *daemonT) close() {
+	d.closeTracing()
 	if d.httpLn != nil {
 		_ = d.httpLn.Close()
 	}
@@ -423,7 +445,10 @@ func (d *daemonT) readiness(ctx context.Context) readiness {
 		}
 		r.Workspaces = d.manager.States()
 		for _, s := range r.Workspaces {
-			if s.Connected == 0 {
+			// A workspace skipped for a problem (tokens that do not
+			// decrypt) is reported here, not made this process's
+			// unreadiness: the others are served.
+			if s.Connected == 0 && !s.Skipped {
 				r.Ready = false
 			}
 		}

@@ -183,6 +183,8 @@ func (a *app) status(ctx context.Context, cfg *config.Config, url string) status
 			switch {
 			case s.Revoked:
 				sw.Sockets = "revoked"
+			case s.Skipped:
+				sw.Sockets = "skipped"
 			case s.Connected == 0:
 				sw.Sockets = "disconnected"
 			case s.Connected < s.Connections:
