@@ -52,21 +52,27 @@ func (w *Server) pause(ctx context.Context, teamID, method string, d time.Durati
 // waits for its share of the workspace's budget of the method (shared by
 // every process) and any Retry-After, tries again after a rate limit until
 // ctx ends, and after other transient failures a few times. With maxWait >
-// 0, a budget wait longer than that gives errOverBudget instead. landed,
+// 0, budget waits adding up to more than that give errOverBudget instead. landed,
 // when set, is asked before each retry whether the failed write landed
 // after all (a chat.postMessage whose answer was lost): retrying it blindly
 // would post twice.
 func (w *Server) write(ctx context.Context, post konstruct.Post, method string, p konstruct.Priority, maxWait time.Duration,
 	do func(context.Context) error, landed func(context.Context) bool) error {
 	failures := 0
+	var waited time.Duration // for the budget (and pauses), all tries together
 	for {
 		if d := w.take(ctx, post, method, p); d > 0 {
-			if maxWait > 0 && d > maxWait {
+			// The bound is on the whole wait: a write that lost the race
+			// for the next slot to another waiter tries again, each try
+			// told "about one interval", and would otherwise wait on
+			// while the waiters drain at the method's rate.
+			if maxWait > 0 && waited+d > maxWait {
 				return errOverBudget
 			}
 			if !wait.Sleep(ctx, d) {
 				return ctx.Err()
 			}
+			waited += d
 			continue
 		}
 		err := do(ctx)
