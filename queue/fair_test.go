@@ -212,3 +212,67 @@ func TestLLMSlotsFair(t *testing.T) {
 		t.Errorf("A after C: %v", err)
 	}
 }
+
+// TestLLMSlotsNotIdleBehindShares: a tenant served at once does not count
+// as waiting afterwards; two tenants flooding share every slot but the
+// reserve; a tenant that starts asking gets the reserve at once; a flooding
+// tenant past its share does not take a freed slot from the reserve, the
+// newcomer does.
+func TestLLMSlotsNotIdleBehindShares(t *testing.T) {
+	t.Parallel()
+	rd := testenv.NewRedis(t)
+	q := rd.NewQueue(t, queue.Config{})
+	ctx := ctxT(t)
+	const slots = 20 // a reserve of 2
+
+	// C is served at once and lets go: not a waiter.
+	release, err := q.AcquireLLM(ctx, "p", "C", slots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if w, _ := q.LLMWaiting(ctx, "p"); len(w) != 0 {
+		t.Errorf("waiting after an immediate grant: %v", w)
+	}
+
+	held := map[string][]func(){}
+	take := func(tenant string) bool {
+		t.Helper()
+		actx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		release, err := q.AcquireLLM(actx, "p", tenant, slots)
+		if err != nil {
+			return false
+		}
+		held[tenant] = append(held[tenant], release)
+		return true
+	}
+	defer func() {
+		for _, rs := range held {
+			for _, r := range rs {
+				r()
+			}
+		}
+	}()
+	// A and B flood: 9 each, the reserve of 2 free.
+	for i := range 24 {
+		take([]string{"A", "B"}[i%2])
+	}
+	if len(held["A"]) != 9 || len(held["B"]) != 9 {
+		t.Fatalf("floods took A %d, B %d of %d slots, want 9 each (the reserve of 2 free)", len(held["A"]), len(held["B"]), slots)
+	}
+	// D starts asking: the reserve, at once, twice (under its share).
+	if !take("D") || !take("D") {
+		t.Fatal("a newcomer waited although the reserve was free")
+	}
+	// A slot of A's frees: A, past its share of 6, does not take it back
+	// (it belongs to the reserve now); D does.
+	held["A"][0]()
+	held["A"] = held["A"][1:]
+	if take("A") {
+		t.Errorf("a flooding tenant past its share took a slot of the reserve")
+	}
+	if !take("D") {
+		t.Errorf("the newcomer did not get the freed slot")
+	}
+}

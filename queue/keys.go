@@ -55,7 +55,7 @@ import (
 //	<p>{fair}:kick                           {fair}           list    Enqueue             dispatch         one element at most
 //	<p>{fair}:avg_ms                         {fair}           string  worker              router           none (a moving average of reply durations)
 //	<p>{llm:<provider>}:held                 {llm:<provider>} zset    worker (AcquireLLM) worker           30 s lease per slot, renewed while held
-//	<p>{llm:<provider>}:wait                 {llm:<provider>} zset    worker (AcquireLLM) worker           2 s per waiting tenant, refreshed while it waits
+//	<p>{llm:<provider>}:wait                 {llm:<provider>} zset    worker (AcquireLLM) worker           1 s per waiting tenant, refreshed while it waits, removed at its grant
 //	<p>{slack:<team>}:budget:<method>[:<channel>] {slack:<team>} string router, worker     the same         ≤ a burst's time (GCRA, TakeSlack)
 //	<p>{slack:<team>}:pause:<method>         {slack:<team>}   string  router, worker      the same         Slack's Retry-After (PauseSlack)
 //	<p>{gateways}:live                       {gateways}       zset    gateway (each 2 s)  gateway          GatewayTTL per member (gateway.go)

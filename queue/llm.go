@@ -11,24 +11,34 @@ import (
 
 // LLM slots: a provider's max_concurrency is shared by every process of
 // the install, and shared fairly between the tenants that want it now. A
-// tenant may take a free slot when it holds less than its share (the slots
-// divided among the tenants holding or waiting) and no waiting tenant holds
-// fewer: when a slot frees while two tenants flood and a third asks, the
-// third gets it.
+// reserve of a tenth of the slots is kept for tenants that start asking,
+// who find one at once. A tenant may take a free slot when it holds less
+// than its share (the other slots divided among the tenants holding or
+// waiting) and no other waiting tenant holds fewer: when a slot frees while
+// two tenants flood and a third asks, the third gets it. Past its share a
+// tenant may still take a free slot when no other tenant waits and the
+// reserve stays free: the slots are not left idle behind the shares.
+//
+// A tenant counts as waiting only while one of its requests waits (each
+// refreshes its entry at every try; a grant removes it): a tenant that was
+// served at once is not taken for a waiter for seconds after.
 //
 // Keys (keys.go): <p>{llm:<provider>}:held (tenant|holder → lease end) and
-// <p>{llm:<provider>}:wait (tenant → last seen waiting).
+// <p>{llm:<provider>}:wait (tenant → until when it counts as waiting).
 
 // slotScript tries to take a slot. KEYS: held, wait. ARGV: now ms, tenant,
-// holder id, slots, lease ms. It returns 1 when taken.
+// holder id, slots, lease ms, reserve. It returns 1 when taken.
 var slotScript = redis.NewScript(`
 local now = tonumber(ARGV[1])
-local tenant, slots = ARGV[2], tonumber(ARGV[4])
+local tenant, slots, reserve = ARGV[2], tonumber(ARGV[4]), tonumber(ARGV[6])
 redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", now)
 redis.call("ZREMRANGEBYSCORE", KEYS[2], "-inf", now)
-redis.call("ZADD", KEYS[2], now + 2000, tenant)
+local function wait()
+  redis.call("ZADD", KEYS[2], now + 1000, tenant)
+  return 0
+end
 local held = redis.call("ZRANGE", KEYS[1], 0, -1)
-if #held >= slots then return 0 end
+if #held >= slots then return wait() end
 local count, busy = {}, 0
 for _, m in ipairs(held) do
   local t = string.match(m, "^([^|]*)|")
@@ -36,12 +46,19 @@ for _, m in ipairs(held) do
   count[t] = count[t] + 1
 end
 local mine = count[tenant] or 0
+if count[tenant] == nil then busy = busy + 1 end
+local others = false
 for _, t in ipairs(redis.call("ZRANGE", KEYS[2], 0, -1)) do
-  if count[t] == nil then count[t] = 0; busy = busy + 1 end
-  if t ~= tenant and count[t] < mine then return 0 end
+  if t ~= tenant then
+    others = true
+    if count[t] == nil then count[t] = 0; busy = busy + 1 end
+    if count[t] < mine then return wait() end
+  end
 end
-if mine >= math.max(1, math.floor(slots / busy)) then return 0 end
+local share = math.max(1, math.floor((slots - reserve) / busy))
+if mine >= share and (others or slots - #held - 1 < reserve) then return wait() end
 redis.call("ZADD", KEYS[1], now + tonumber(ARGV[5]), tenant .. "|" .. ARGV[3])
+redis.call("ZREM", KEYS[2], tenant)
 return 1`)
 
 // slotLease is how long a slot stays held without renewal (a process that
@@ -56,7 +73,7 @@ func (q *Queue) AcquireLLM(ctx context.Context, provider, tenant string, slots i
 	holder := strconv.FormatUint(rand.Uint64(), 36)
 	for {
 		n, err := slotScript.Run(ctx, q.rdb, []string{held, wait},
-			q.cfg.Now().UnixMilli(), tenant, holder, slots, slotLease.Milliseconds()).Int()
+			q.cfg.Now().UnixMilli(), tenant, holder, slots, slotLease.Milliseconds(), slots/10).Int()
 		if err != nil {
 			return nil, unavailable("llm slot", err)
 		}
