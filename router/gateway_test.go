@@ -34,7 +34,6 @@ var _ router.TenantResolver = (*store.Store)(nil)
 
 type gwOpts struct {
 	perMinute   int
-	engagedTTL  time.Duration
 	sim         *slacksim.Server
 	st          *store.Store
 	rd          *testenv.Redis
@@ -90,7 +89,7 @@ func newGateway(t *testing.T, o gwOpts) *gateway {
 	g.insp = asynq.NewInspector(aopt)
 	t.Cleanup(func() { _ = g.insp.Close() })
 	g.q = g.rd.NewQueue(t, queue.Config{RatePerMinute: cmpOr(o.perMinute, 1000), RatePerUserPerMinute: cmpOr(o.perMinute, 1000),
-		EngagedTTL: cmpOr(o.engagedTTL, time.Minute), SlackTiers: map[string]queue.SlackTier{"chat.postMessage": {PerMinute: 60000, Burst: 1000, PerChannel: true}}})
+		EngagedTTL: time.Minute, SlackTiers: map[string]queue.SlackTier{"chat.postMessage": {PerMinute: 60000, Burst: 1000, PerChannel: true}}})
 	sp, err := spool.Open(t.TempDir(), spool.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -345,7 +344,7 @@ func TestGatewayIgnored(t *testing.T) {
 
 func TestGatewayEngagedThreads(t *testing.T) {
 	t.Parallel()
-	g := newGateway(t, gwOpts{engagedTTL: 1500 * time.Millisecond})
+	g := newGateway(t, gwOpts{})
 	team, ch, user := g.ws.TeamID, g.ws.GeneralChannelID, g.ws.UserIDs[0]
 	root, _ := g.sim.Mention(team, ch, user, "start a thread", "")
 	g.settle(2)
@@ -370,8 +369,12 @@ func TestGatewayEngagedThreads(t *testing.T) {
 	if len(jobs) != 2 || !found {
 		t.Fatalf("jobs %+v", jobs)
 	}
-	// The window expires without another exchange.
-	time.Sleep(1700 * time.Millisecond)
+	// The window expires without another exchange: a 1 ms window (Redis's
+	// own TTL expiry, without sleeping through a real one).
+	if err := g.q.EngageFor(ctxT(t), g.tenantID, ch, root, time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond)
 	_, _ = g.sim.Post(team, ch, user, "too late", root)
 	o = g.settle(6)
 	if o["enqueued"] != 2 {

@@ -11,7 +11,10 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/konstruct/konstruct"
+	"github.com/konstruct/konstruct/internal/tracing"
 	"github.com/konstruct/konstruct/internal/wait"
 	"github.com/konstruct/konstruct/metrics"
 )
@@ -143,10 +146,13 @@ type Config struct {
 	// for another process, or this one after a restart.
 	DrainTimeout time.Duration
 	// Now is the clock of the UTC days and months of budgets and notes
-	// (default time.Now; tests move it).
+	// and of the tenant cache's TTL (default time.Now; tests move it).
 	Now     func() time.Time
 	Logger  *slog.Logger
 	Metrics *metrics.Metrics
+	// Tracer continues the trace of each record it routes (nil: tracing
+	// off); the reply job carries the route's span on to the worker.
+	Tracer trace.Tracer
 }
 
 // Deps are the router's collaborators; all are required.
@@ -216,7 +222,7 @@ func New(cfg Config, deps Deps) *Router {
 		cfg:     cfg,
 		deps:    deps,
 		log:     log.With("component", "router"),
-		tenants: newTenantCache(deps.Tenants, cfg.TenantTTL, log),
+		tenants: newTenantCache(deps.Tenants, cfg.TenantTTL, cfg.Now, log),
 		unknown: map[string]time.Time{},
 	}
 }
@@ -321,6 +327,13 @@ func (r *Router) Route(ctx context.Context, rec konstruct.Record) (out Outcome, 
 	}
 
 	alone := pol.Follow == konstruct.FollowOff && !msg.IsDM
+	if r.cfg.Tracer != nil {
+		// The reply continues the trace under the route's span, also when
+		// the janitor takes it over from the job recorded in its state.
+		if tp := tracing.Inject(ctx); tp != "" {
+			msg.TraceParent = tp
+		}
+	}
 	st, err := r.deps.Replies.BeginReply(ctx, konstruct.ReplyState{
 		Post: msg.Post(), ThreadTS: msg.ReplyThreadTS(), EventID: msg.EventID, Stage: konstruct.StageQueued,
 		Job: &konstruct.ReplyJob{Message: msg, EnqueuedAt: time.Now(), Alone: alone},

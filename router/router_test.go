@@ -494,7 +494,9 @@ func closedAddr(t *testing.T) string {
 
 func TestTenantCache(t *testing.T) {
 	t.Parallel()
-	u := newUnit(t, router.Config{TenantTTL: 300 * time.Millisecond}, 0)
+	var clock atomic.Int64 // nanoseconds past the start
+	start := time.Now()
+	u := newUnit(t, router.Config{TenantTTL: 300 * time.Millisecond, Now: func() time.Time { return start.Add(time.Duration(clock.Load())) }}, 0)
 	ctx := ctxT(t)
 	dm := func() konstruct.Message {
 		return msg(func(m *konstruct.Message) { m.IsDM, m.ChannelType, m.ChannelID = true, konstruct.ChannelIM, "D1" })
@@ -516,7 +518,10 @@ func TestTenantCache(t *testing.T) {
 	u.tenants.mu.Lock()
 	u.tenants.teams[team] = konstruct.Workspace{TenantID: tenant, TeamID: team, BotUserID: botUser}
 	u.tenants.mu.Unlock()
-	time.Sleep(350 * time.Millisecond)
+	if got, _ := u.route(ctx, dm()); got != router.UnknownWorkspace {
+		t.Errorf("re-added, within the TTL: %q, want the cached answer", got)
+	}
+	clock.Add(int64(350 * time.Millisecond))
 	if got, _ := u.route(ctx, dm()); got != router.Enqueued {
 		t.Errorf("after re-add and TTL: %q", got)
 	}

@@ -15,6 +15,7 @@ import (
 type tenantCache struct {
 	src TenantResolver
 	ttl time.Duration
+	now func() time.Time // the router's clock (Config.Now)
 	log *slog.Logger
 
 	mu      sync.Mutex
@@ -28,8 +29,8 @@ type tenantEntry struct {
 	at    time.Time
 }
 
-func newTenantCache(src TenantResolver, ttl time.Duration, log *slog.Logger) *tenantCache {
-	return &tenantCache{src: src, ttl: ttl, log: log, entries: map[string]tenantEntry{}}
+func newTenantCache(src TenantResolver, ttl time.Duration, now func() time.Time, log *slog.Logger) *tenantCache {
+	return &tenantCache{src: src, ttl: ttl, now: now, log: log, entries: map[string]tenantEntry{}}
 }
 
 func (c *tenantCache) invalidate() {
@@ -45,7 +46,7 @@ func (c *tenantCache) get(ctx context.Context, teamID string) (konstruct.Workspa
 	e, ok := c.entries[teamID]
 	gen := c.gen
 	c.mu.Unlock()
-	if ok && time.Since(e.at) < c.ttl {
+	if ok && c.now().Sub(e.at) < c.ttl {
 		return e.result(teamID)
 	}
 	if c.src == nil {
@@ -56,12 +57,12 @@ func (c *tenantCache) get(ctx context.Context, teamID string) (konstruct.Workspa
 	if err != nil && konstruct.ErrorCode(err) != konstruct.ENOTFOUND {
 		if ok {
 			// Postgres fails: the last answer beats holding every message back.
-			c.log.Warn("tenant lookup failed; serving the last answer", "team_id", teamID, "error", err, "age", time.Since(e.at).Round(time.Second))
+			c.log.Warn("tenant lookup failed; serving the last answer", "team_id", teamID, "error", err, "age", c.now().Sub(e.at).Round(time.Second))
 			return e.result(teamID)
 		}
 		return konstruct.Workspace{}, err
 	}
-	e = tenantEntry{ws: ws, found: found, at: time.Now()}
+	e = tenantEntry{ws: ws, found: found, at: c.now()}
 	c.mu.Lock()
 	if c.gen == gen {
 		if len(c.entries) >= 100000 {
