@@ -7,7 +7,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/konstruct/konstruct"
+	"github.com/konstruct/konstruct/internal/tracing"
 )
 
 // Recorder writes the messages of envelopes durably before they are acked
@@ -33,6 +37,9 @@ type inbound struct {
 type recordable struct {
 	in  inbound
 	msg konstruct.Message
+	// span is the message's trace, from its envelope to its ack (nil:
+	// tracing off).
+	span trace.Span
 }
 
 // The intake pipeline, write then ack: read loops hand envelopes to a
@@ -163,7 +170,11 @@ func (in *intake) classify() {
 					continue
 				}
 			}
-			in.commits <- recordable{in: e, msg: msg}
+			r := recordable{in: e, msg: msg}
+			if m.cfg.Tracer != nil {
+				r.span = startEnvelope(m.cfg.Tracer, e, &r.msg)
+			}
+			in.commits <- r
 		}
 	}
 }
@@ -190,6 +201,7 @@ func (in *intake) commit() {
 			}
 		}
 		if in.abandoned.Load() {
+			endEnvelopes(batch, errAbandoned)
 			continue // the drain timed out: left unacked, Slack redelivers
 		}
 		msgs = msgs[:0]
@@ -202,12 +214,50 @@ func (in *intake) commit() {
 		if err != nil {
 			m.cfg.Metrics.RecordFailed(len(batch))
 			m.logUnrecorded(len(batch), err)
+			endEnvelopes(batch, err)
 			continue // unacked: Slack redelivers
 		}
 		for _, r := range batch {
 			r.in.s.ack(r.in.envelopeID, r.in.receivedAt)
 		}
+		endEnvelopes(batch, nil)
 		in.depth()
+	}
+}
+
+// errAbandoned ends the span of an envelope left unacked when the drain
+// timed out.
+var errAbandoned = konstruct.Errorf(konstruct.EUNAVAILABLE, "intake drain timed out")
+
+// startEnvelope starts the message's trace, from when its envelope was
+// read, and writes its traceparent into the message before its record. Only
+// ids go in the span: never the text.
+func startEnvelope(t trace.Tracer, e inbound, msg *konstruct.Message) trace.Span {
+	envelope := "events_api"
+	if e.interactive {
+		envelope = "interactive"
+	}
+	ctx, span := t.Start(context.Background(), "slack.envelope",
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithTimestamp(e.receivedAt),
+		trace.WithAttributes(
+			attribute.String("slack.envelope_type", envelope),
+			attribute.String("slack.event_type", msg.EventType),
+			attribute.String("slack.team_id", msg.TeamID),
+			attribute.String("slack.channel_type", string(msg.ChannelType)),
+			attribute.Int("slack.retry_attempt", e.retry),
+		))
+	msg.TraceParent = tracing.Inject(ctx)
+	return span
+}
+
+// endEnvelopes ends the spans of a batch: recorded and acked, or not
+// (err: left unacked for Slack to redeliver, which starts a new trace).
+func endEnvelopes(batch []recordable, err error) {
+	for _, r := range batch {
+		if r.span != nil {
+			tracing.End(r.span, err)
+		}
 	}
 }
 

@@ -6,7 +6,11 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/konstruct/konstruct"
+	"github.com/konstruct/konstruct/internal/tracing"
 	"github.com/konstruct/konstruct/internal/wait"
 )
 
@@ -155,13 +159,23 @@ func (r *Router) feed(ctx context.Context, out chan<- konstruct.Record, batch []
 // routeRecord routes one record until its outcome is durable, then
 // finishes it; it gives up only when ctx ends (the record stays in the
 // intake) and then reports false.
-func (r *Router) routeRecord(ctx context.Context, rec konstruct.Record) bool {
+func (r *Router) routeRecord(ctx context.Context, rec konstruct.Record) (routed bool) {
 	if ctx.Err() != nil {
 		return false
 	}
 	msg := rec.Message
+	var span trace.Span
+	if r.cfg.Tracer != nil {
+		ctx, span = r.startRoute(ctx, rec)
+		if span != nil {
+			defer func() { endRoute(span, routed, ctx.Err()) }()
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		out, err := r.Route(ctx, rec)
+		if span != nil {
+			traceAttempt(span, out, err)
+		}
 		if err == nil {
 			if ferr := r.finish(ctx, rec.ID); ferr != nil {
 				return false // routed; finished by whoever routes it again, idempotently
@@ -191,6 +205,41 @@ func (r *Router) routeRecord(ctx context.Context, rec konstruct.Record) bool {
 		}
 		rec.Redelivered = true
 	}
+}
+
+// startRoute continues the record's trace (started by the gateway) with
+// the span of its routing, all attempts together; a record with no trace
+// gets none.
+func (r *Router) startRoute(ctx context.Context, rec konstruct.Record) (context.Context, trace.Span) {
+	return tracing.Continue(ctx, r.cfg.Tracer, rec.Message.TraceParent, "route",
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("slack.team_id", rec.Message.TeamID),
+			attribute.Bool("route.redelivered", rec.Redelivered),
+		))
+}
+
+// traceAttempt puts one attempt's outcome on the route's span: the
+// decision, or the error that has it tried again (or given up).
+func traceAttempt(span trace.Span, out Outcome, err error) {
+	if err == nil {
+		span.SetAttributes(attribute.String("route.outcome", string(out)))
+		return
+	}
+	span.AddEvent("route.attempt_failed", trace.WithAttributes(attribute.String("error.type", tracing.ErrorType(err))))
+	if !retryable(err) {
+		tracing.Fail(span, err)
+	}
+}
+
+// endRoute ends the route's span; a record not finished (the process
+// stopped first) stays in the intake for the next routing.
+func endRoute(span trace.Span, routed bool, stopped error) {
+	if !routed && stopped != nil {
+		span.SetAttributes(attribute.String("route.outcome", "handed_back"))
+		tracing.Fail(span, stopped)
+	}
+	span.End()
 }
 
 // finish acknowledges a routed record, retrying briefly: a record not

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/konstruct/konstruct"
 )
 
@@ -128,6 +130,12 @@ func (w *Server) orphan(ctx context.Context, post konstruct.Post, takeovers *syn
 // it has one (a delivery like any other, in the same messages), else with
 // the answer already generated, else with a short error.
 func (w *Server) takeOver(ctx context.Context, st konstruct.ReplyState) {
+	if w.cfg.Tracer != nil && st.Job != nil {
+		var span trace.Span
+		if ctx, span = w.startTakeover(ctx, st); span != nil {
+			defer span.End()
+		}
+	}
 	post := st.Post
 	log := w.log.With(slog.String("tenant_id", post.TenantID), slog.String("team_id", post.TeamID), slog.String("channel_id", post.ChannelID), slog.String("ts", post.TS))
 	if st.Job != nil && st.Stage != konstruct.StageFinal {

@@ -10,6 +10,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/konstruct/konstruct"
 	"github.com/konstruct/konstruct/internal/markdown"
 	"github.com/konstruct/konstruct/internal/wait"
@@ -90,11 +92,17 @@ type reply struct {
 // retrying cannot fix; a *konstruct.DeferError means another delivery holds
 // the reply; any other error hands the task back for a retry, which resumes
 // in the same messages.
-func (w *Server) Handle(ctx context.Context, job konstruct.ReplyJob, d konstruct.Delivery) error {
+func (w *Server) Handle(ctx context.Context, job konstruct.ReplyJob, d konstruct.Delivery) (err error) {
 	m := &job.Message
 	post := m.Post()
 	if !post.Valid() {
 		return konstruct.NoRetry(konstruct.Errorf(konstruct.EINVALID, "reply job without tenant, team, channel or ts"))
+	}
+	if w.cfg.Tracer != nil {
+		var span trace.Span
+		if ctx, span = w.startReply(ctx, &job, d); span != nil {
+			defer func() { endReply(span, err) }()
+		}
 	}
 	r := &reply{w: w, job: job, d: d, log: w.log.With(slog.String("tenant_id", m.TenantID), slog.String("team_id", m.TeamID),
 		slog.String("channel_id", m.ChannelID), slog.String("ts", m.TS), slog.String("event_id", m.EventID))}
@@ -238,6 +246,10 @@ func (r *reply) generate(ctx context.Context) error {
 	// The request has its own context: Stop cancels it, and only it.
 	lctx, cancelLLM := context.WithCancelCause(ctx)
 	defer cancelLLM(nil)
+	var span trace.Span
+	if w.cfg.Tracer != nil {
+		lctx, span = w.cfg.Tracer.Start(lctx, "llm.generate", trace.WithSpanKind(trace.SpanKindClient))
+	}
 	mt := w.newMeter(m.TenantID, r.log)
 	mt.start(ctx, msgs)
 	s := w.newStreamer(ctx, r, mt, func() { cancelLLM(errStopped) })
@@ -249,6 +261,9 @@ func (r *reply) generate(ctx context.Context) error {
 			}
 			return nil
 		})
+	if span != nil {
+		endLLM(span, agent.Model, res, err, context.Cause(lctx))
+	}
 	s.close(ctx)
 	mt.settle(ctx, res.PromptTokens+res.CompletionTokens)
 	r.st.Stats = konstruct.ReplyStats{Model: cmp.Or(res.Model, agent.Model), Provider: res.Provider, PromptTokens: res.PromptTokens,
@@ -370,6 +385,9 @@ func (r *reply) done(ctx context.Context, outcome string, cause error) {
 	ctx, cancel := detached(ctx, 15*time.Second)
 	defer cancel()
 	r.st.Stage, r.st.Outcome, r.st.ErrorCode, r.st.Text = konstruct.StageDone, outcome, errorCode(cause), ""
+	if r.w.cfg.Tracer != nil {
+		traceOutcome(ctx, outcome, r.st.ErrorCode)
+	}
 	if err := r.w.deps.States.SaveReply(ctx, r.st); err != nil {
 		// The thread is right; a retry would only re-edit it the same way.
 		r.log.LogAttrs(ctx, slog.LevelWarn, "finish reply state", slog.String("error", err.Error()))

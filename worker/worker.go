@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/semaphore"
 
@@ -91,6 +92,9 @@ type Config struct {
 	// Now is the janitor's clock and the one of the UTC days and months of
 	// token budgets (default time.Now; tests move it).
 	Now func() time.Time
+	// Tracer continues each job's trace (nil: tracing off): the reply, its
+	// LLM request; Slack's calls are traced by the Slack given in Deps.
+	Tracer trace.Tracer
 }
 
 // Defaults of the worker.* settings.

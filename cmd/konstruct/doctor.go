@@ -129,6 +129,9 @@ func (a *app) doctor(cmd *cobra.Command, envPath string) []check {
 	} else {
 		add(check{Name: "config", OK: true, Detail: "file: " + cmp.Or(cfg.File, "(none, environment only)")})
 	}
+	if c, on := tracingCheck(ctx, cfg); on {
+		add(c)
+	}
 	for _, k := range cfg.Unknown {
 		add(check{Name: "config", Warn: true, Detail: fmt.Sprintf("unknown key %s in %s, ignored (a typo?)", k, cfg.File),
 			Fix: "remove it or correct its name (`konstruct --help` and the README list the keys)"})

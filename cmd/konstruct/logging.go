@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
 
 	"github.com/konstruct/konstruct"
 )
@@ -41,8 +42,9 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 }
 
 // throttledComponents are the libraries that repeat one warning many times
-// a second while a dependency is down (go-redis' pool, asynq's loops).
-var throttledComponents = map[string]bool{"redis": true, "asynq": true}
+// a second while a dependency is down (go-redis' pool, asynq's loops,
+// trace exports while the collector is down).
+var throttledComponents = map[string]bool{"redis": true, "asynq": true, "tracing": true}
 
 // throttleWindow is how long an identical library warning stays quiet.
 const throttleWindow = 10 * time.Second
@@ -116,10 +118,21 @@ var (
 )
 
 // routeLibraryLogs sends go-redis's own messages (pool dial failures while
-// Redis is down…) to the process logger, so that a service's stderr stays
-// one JSON object per line.
+// Redis is down…) and OpenTelemetry's (a trace export that failed: the
+// collector is down) to the process logger, so that a service's stderr
+// stays one JSON object per line.
 func routeLibraryLogs() {
-	redisLoggerOnce.Do(func() { redis.SetLogger(redisLogger{}) })
+	redisLoggerOnce.Do(func() {
+		redis.SetLogger(redisLogger{})
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+			l := processLogger.Load()
+			if l == nil {
+				l = slog.Default()
+			}
+			// The error names the endpoint at most, never the headers.
+			l.Warn("traces not exported", "component", "tracing", "error", err.Error())
+		}))
+	})
 }
 
 type redisLogger struct{}

@@ -126,6 +126,7 @@ type daemonT struct {
 	spool    *spool.Spool
 	intake   *spool.Recorder
 	httpLn   net.Listener
+	traces   // tracing.go: the traces' provider (nil: off) and the Slack of the router and workers
 	// loaded is set once the manager has read the workspaces: until then
 	// an empty socket list says nothing and /readyz is not ready.
 	loaded atomic.Bool
@@ -188,6 +189,9 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 	if d.httpLn, err = (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.HTTP.Addr); err != nil {
 		return nil, fmt.Errorf("http.addr %s: %w", cfg.HTTP.Addr, err)
 	}
+	if err := d.startTracing(); err != nil {
+		return nil, err
+	}
 
 	if r.gateway {
 		if d.spool, err = spool.Open(cfg.StateDir, spool.Options{}); err != nil {
@@ -221,6 +225,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 			Logger:     logger,
 			Metrics:    d.metrics,
 			HTTPClient: d.hooks.HTTPClient,
+			Tracer:     d.tracer("bot"),
 		})
 		consumer, err := consumerName(cfg.StateDir)
 		if err != nil {
@@ -233,10 +238,11 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 			Now:      d.hooks.Now,
 			Logger:   logger,
 			Metrics:  d.metrics,
+			Tracer:   d.tracer("router"),
 		}, router.Deps{
 			Intake:   d.queue,
 			Tenants:  d.store,
-			Slack:    d.web,
+			Slack:    d.slack,
 			Claims:   d.queue,
 			Threads:  d.queue,
 			Limiter:  d.queue,
@@ -265,10 +271,11 @@ func newDaemon(ctx context.Context, cfg *config.Config, r roles, logger *slog.Lo
 		}
 		wcfg := cfg.WorkerConfig()
 		wcfg.Logger, wcfg.Metrics, wcfg.Now = logger, d.metrics, d.hooks.Now
+		wcfg.Tracer = d.tracer("worker")
 		d.worker = worker.New(wcfg, worker.Deps{
 			Agents:   d.store,
 			Records:  d.store,
-			Slack:    d.web,
+			Slack:    d.slack,
 			LLM:      client,
 			Tasks:    d.queue,
 			States:   d.queue,
@@ -390,12 +397,15 @@ func (d *daemonT) Run(ctx context.Context) error {
 	_ = g.Wait()
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
+	traced := d.stopTracing(sctx) // the last spans, within the same 2 s
 	_ = srv.Shutdown(sctx)
+	<-traced
 	log.Info("konstruct stopped")
 	return runErr
 }
 
 func (d *daemonT) close() {
+	d.closeTracing()
 	if d.httpLn != nil {
 		_ = d.httpLn.Close()
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -40,6 +41,9 @@ type Options struct {
 type Provider struct {
 	tp     *sdktrace.TracerProvider
 	client *http.Client
+
+	once        sync.Once
+	shutdownErr error
 }
 
 // New returns the provider of cfg, or nil when tracing is off (no
@@ -89,15 +93,18 @@ func (p *Provider) Tracer(name string) trace.Tracer {
 }
 
 // Shutdown exports the spans still batched and stops, within ctx's
-// deadline; what is left then is dropped. Safe on nil.
+// deadline; what is left then is dropped. Safe on nil, and to call twice
+// (the second call returns the first's result).
 func (p *Provider) Shutdown(ctx context.Context) error {
 	if p == nil || p.tp == nil {
 		return nil
 	}
-	err := p.tp.Shutdown(ctx)
-	p.client.CloseIdleConnections()
-	if err != nil {
-		return fmt.Errorf("tracing: flush spans: %w", err)
-	}
-	return nil
+	p.once.Do(func() {
+		err := p.tp.Shutdown(ctx)
+		p.client.CloseIdleConnections()
+		if err != nil {
+			p.shutdownErr = fmt.Errorf("tracing: flush spans: %w", err)
+		}
+	})
+	return p.shutdownErr
 }
