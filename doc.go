@@ -24,6 +24,10 @@
 // replies row all derive from it, so every step can be repeated — after a
 // crash, a retry, or on another process — without a second answer.
 //
+// With tracing on (tracing.otlp_endpoint), a message also carries its trace
+// (Message.TraceParent): the gateway starts it for what it records, the
+// router and the worker continue it, ids and timings only (internal/tracing).
+//
 // store wraps Postgres (pgx, Row-Level Security per tenant), queue wraps
 // Redis and asynq, llm wraps any OpenAI-compatible endpoint, config is the
 // only package that reads viper, migrations embeds the SQL schema, slacksim
