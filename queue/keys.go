@@ -56,6 +56,7 @@ import (
 //	<p>{fair}:avg_ms                         {fair}           string  worker              router           none (a moving average of reply durations)
 //	<p>{llm:<provider>}:held                 {llm:<provider>} zset    worker (AcquireLLM) worker           30 s lease per slot, renewed while held
 //	<p>{llm:<provider>}:wait                 {llm:<provider>} zset    worker (AcquireLLM) worker           1 s per waiting tenant, refreshed while it waits, removed at its grant
+//	<p>{llm:<provider>}:served               {llm:<provider>} zset    worker (AcquireLLM) worker           tenant → its last grant; 10 min (the key and each entry)
 //	<p>{slack:<team>}:budget:<method>[:<channel>] {slack:<team>} string router, worker     the same         ≤ a burst's time (GCRA, TakeSlack)
 //	<p>{slack:<team>}:pause:<method>         {slack:<team>}   string  router, worker      the same         Slack's Retry-After (PauseSlack)
 //	<p>{gateways}:live                       {gateways}       zset    gateway (each 2 s)  gateway          GatewayTTL per member (gateway.go)
@@ -137,6 +138,9 @@ func (k keys) llmHeld(provider string) string {
 }
 func (k keys) llmWait(provider string) string {
 	return k.prefix + tag("llm:"+provider) + ":wait"
+}
+func (k keys) llmServed(provider string) string {
+	return k.prefix + tag("llm:"+provider) + ":served"
 }
 func (k keys) gatewaysLive() string         { return k.prefix + tag("gateways") + ":live" }
 func (k keys) gatewayApp(app string) string { return k.prefix + tag("gateways") + ":app:" + app }
