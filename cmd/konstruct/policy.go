@@ -142,20 +142,7 @@ func newPolicyCmd(a *app) *cobra.Command {
 			if tenant == "" {
 				flagErr = errors.Join(flagErr, errors.New("policy set: --tenant is required"))
 			}
-			cfg, st, err := a.storeFor(cmd, flagErr, config.NeedDatabase)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			t, err := st.ResolveTenant(cmd.Context(), tenant)
-			if err != nil {
-				return fmt.Errorf("policy set: tenant %q: %w", tenant, err)
-			}
-			p, err := st.SetPolicy(cmd.Context(), t.ID, patch)
-			if err != nil {
-				return fmt.Errorf("policy set: %w", err)
-			}
-			return a.printPolicy(t, p, cfg.Threads.EngagedTTL, false)
+			return a.patchPolicy(cmd, "policy set", tenant, flagErr, patch)
 		},
 	}
 	set.Flags().StringVar(&tenant, "tenant", "", "tenant id or slug (required)")
@@ -335,20 +322,7 @@ func newBudgetCmd(a *app) *cobra.Command {
 			if p.Empty() {
 				errs = append(errs, errors.New("budget set: nothing to change: give --tokens-per-day and/or --tokens-per-month"))
 			}
-			cfg, st, err := a.storeFor(cmd, errors.Join(errs...), config.NeedDatabase)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			t, err := st.ResolveTenant(cmd.Context(), tenant)
-			if err != nil {
-				return fmt.Errorf("budget set: tenant %q: %w", tenant, err)
-			}
-			pol, err := st.SetPolicy(cmd.Context(), t.ID, p)
-			if err != nil {
-				return fmt.Errorf("budget set: %w", err)
-			}
-			return a.printPolicy(t, pol, cfg.Threads.EngagedTTL, false)
+			return a.patchPolicy(cmd, "budget set", tenant, errors.Join(errs...), p)
 		},
 	}
 	set.Flags().StringVar(&tenant, "tenant", "", "tenant id or slug (required)")
@@ -564,4 +538,24 @@ func (a *app) writeUsageTable(t konstruct.Tenant, rep store.UsageReport, since s
 	}
 	row("TOTAL", rep.Total)
 	return tw.Flush()
+}
+
+// patchPolicy applies a patch to a tenant's policy for `policy set` and
+// `budget set` (name prefixes their errors) and prints the policy it made;
+// flagErr, the flags' problems, is reported with the config's.
+func (a *app) patchPolicy(cmd *cobra.Command, name, tenant string, flagErr error, patch konstruct.PolicyPatch) error {
+	cfg, st, err := a.storeFor(cmd, flagErr, config.NeedDatabase)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	t, err := st.ResolveTenant(cmd.Context(), tenant)
+	if err != nil {
+		return fmt.Errorf("%s: tenant %q: %w", name, tenant, err)
+	}
+	p, err := st.SetPolicy(cmd.Context(), t.ID, patch)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return a.printPolicy(t, p, cfg.Threads.EngagedTTL, false)
 }
