@@ -8,11 +8,17 @@ import (
 	"net/http"
 )
 
+// actor is who does something through the control endpoint, where: empty
+// fields default to the first workspace, its #general and its first user.
+type actor struct {
+	Team    string `json:"team"`
+	Channel string `json:"channel"`
+	User    string `json:"user"`
+}
+
 // postRequest is the body of POST /_sim/post.
 type postRequest struct {
-	Team     string `json:"team"`
-	Channel  string `json:"channel"`
-	User     string `json:"user"`
+	actor
 	Text     string `json:"text"`
 	ThreadTS string `json:"thread_ts"`
 	Kind     string `json:"kind"` // mention (default) | message | dm
@@ -21,12 +27,29 @@ type postRequest struct {
 // clickRequest is the body of POST /_sim/click: a person presses a button
 // of a message (ClickButtonAs).
 type clickRequest struct {
-	Team     string `json:"team"`
-	Channel  string `json:"channel"`
+	actor
 	TS       string `json:"ts"`
-	User     string `json:"user"`
 	UserTeam string `json:"user_team"` // the clicking person's workspace (default: team)
 	ActionID string `json:"action_id"`
+}
+
+// readActorRequest decodes the JSON body of a control POST into req and
+// fills its actor's defaults; it answers the error itself and returns
+// false when there is one.
+func (s *Server) readActorRequest(w http.ResponseWriter, r *http.Request, req any, a *actor) bool {
+	if r.Method != http.MethodPost {
+		writeJSON(w, http.StatusMethodNotAllowed, map[string]any{"ok": false, "error": "POST only"})
+		return false
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(req); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"ok": false, "error": fmt.Sprintf("decode body: %v", err)})
+		return false
+	}
+	a.Team, a.Channel = s.defaults(a.Team, a.Channel)
+	if a.User == "" {
+		a.User = s.defaultUser(a.Team)
+	}
+	return true
 }
 
 func (s *Server) handleControl(w http.ResponseWriter, r *http.Request) {
@@ -41,18 +64,9 @@ func (s *Server) handleControl(w http.ResponseWriter, r *http.Request) {
 		team, channel := s.defaults(q.Get("team"), q.Get("channel"))
 		writeJSON(w, http.StatusOK, s.Thread(team, channel, q.Get("ts")))
 	case "/_sim/post":
-		if r.Method != http.MethodPost {
-			fail(http.StatusMethodNotAllowed, fmt.Errorf("POST only"))
-			return
-		}
 		var req postRequest
-		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-			fail(http.StatusBadRequest, fmt.Errorf("decode body: %w", err))
+		if !s.readActorRequest(w, r, &req, &req.actor) {
 			return
-		}
-		req.Team, req.Channel = s.defaults(req.Team, req.Channel)
-		if req.User == "" {
-			req.User = s.defaultUser(req.Team)
 		}
 		var (
 			ts  string
@@ -75,18 +89,9 @@ func (s *Server) handleControl(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "ts": ts, "team": req.Team, "channel": req.Channel})
 	case "/_sim/click":
-		if r.Method != http.MethodPost {
-			fail(http.StatusMethodNotAllowed, fmt.Errorf("POST only"))
-			return
-		}
 		var req clickRequest
-		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-			fail(http.StatusBadRequest, fmt.Errorf("decode body: %w", err))
+		if !s.readActorRequest(w, r, &req, &req.actor) {
 			return
-		}
-		req.Team, req.Channel = s.defaults(req.Team, req.Channel)
-		if req.User == "" {
-			req.User = s.defaultUser(req.Team)
 		}
 		if err := s.ClickButtonAs(req.Team, req.Channel, req.TS, cmpOr(req.UserTeam, req.Team), req.User, req.ActionID); err != nil {
 			fail(http.StatusBadRequest, err)
